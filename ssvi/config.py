@@ -1,0 +1,172 @@
+"""The run configuration: one typed object whose defaults are the paper's recipe (reference section 2).
+
+A run is one method x dataset x architecture x density x seed x hyperparameters. Load it from YAML
+with :func:`load_config`; every unknown key or out-of-range value stops at once with an error that
+names the key and the allowed values.
+
+    cfg = load_config("run.yaml")                 # or RunConfig(method="ssvi", density=0.1)
+    cfg = RunConfig.from_dict({"method": "ssvi", "epochs": 5})
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A run configuration that cannot be used; the message names the key."""
+
+
+@dataclass
+class RunConfig:
+    # --- what to run -------------------------------------------------------------------------
+    method: str = "ssvi"               # a registered method: ssvi, dense_vi, gradual_pruning, posthoc, static_sparse, ...
+    dataset: str = "digits"            # a registered dataset: digits (embedded), cifar10, cifar100, svhn
+    arch: str = "resnet18"             # a registered architecture (resnet18, vgg16) or timm/<name>
+    width: float = 1.0                 # channel width multiplier (1.0 = the paper's model)
+    image_size: int | None = None      # resize inputs (None = the dataset's native size; digits: 16)
+    seed: int = 0
+    density: float = 0.1               # fraction of active weights in each sparsified layer; dense_vi uses 1
+    # --- optimisation (authors' script values) ------------------------------------------------
+    epochs: int = 200                  # posthoc: fine-tuning epochs (0 = pure post-hoc pruning)
+    batch_size: int = 128
+    lr: float = 0.01                   # mu, BatchNorm and biases
+    lr_rho: float = 0.01               # rho (its own group, no weight decay)
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    # --- variational objective ------------------------------------------------------------------
+    kl_scale: float = 0.01             # loss = CE + kl_scale / N_train * min(2 epoch / epochs, 1) * KL
+    prior_std: float = 0.005
+    mu_init_std: float = 0.01
+    sigma_init: float = 6e-4           # sigma ~ |N(sigma_init, sigma_init_std^2)|
+    sigma_init_std: float = 5e-4
+    # --- sparse subspace ------------------------------------------------------------------------
+    delta_t: int = 100                 # steps between subspace updates (and gradual pruning steps)
+    t_end_frac: float = 0.75           # updates stop at t_end_frac * total steps
+    alpha: float = 0.3                 # initial removal fraction (cosine-decayed)
+    criterion: str = "SNR_mean_abs"    # removal criterion (ssvi.criteria.CRITERIA)
+    lam: float = 1.0                   # lambda of the exp criteria
+    dense_first_layer: bool = True
+    sparse_shortcuts: bool = True
+    sparse_classifier: bool = True
+    # --- two-stage methods ------------------------------------------------------------------------
+    init_from: str | None = None       # posthoc: directory of the finished dense_vi run to compress
+    # --- evaluation -------------------------------------------------------------------------------
+    num_samples: int = 10              # K posterior weight samples for the predictive
+    eval_batch_size: int = 500
+    # --- environment ------------------------------------------------------------------------------
+    data_dir: str = "data"
+    download: bool = False
+    device: str = "auto"               # auto | cpu | cuda | cuda:N
+    threads: int | None = None         # torch CPU threads (None = torch's default)
+    extra: dict[str, Any] = field(default_factory=dict)  # method-specific options of user baselines
+
+    # ------------------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
+        allowed = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - allowed)
+        if unknown:
+            raise ConfigError(f"unknown config key(s) {', '.join(map(repr, unknown))}; "
+                              f"allowed keys: {', '.join(sorted(allowed))}")
+        cfg = cls(**{k: _coerce(k, v) for k, v in values.items()})
+        cfg.validate()
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        from . import criteria, data, models
+        from .methods import list_methods
+        _check_choice("method", self.method, list_methods())
+        _check_choice("dataset", self.dataset, data.list_datasets())
+        if not models.is_known_model(self.arch):
+            raise ConfigError(f"arch={self.arch!r} is not a registered architecture; "
+                              f"allowed: {', '.join(models.list_models())} or timm/<name>")
+        _check_choice("criterion", self.criterion, list(criteria.CRITERIA))
+        _check_range("density", self.density, 0.0, 1.0, low_open=True)
+        _check_range("t_end_frac", self.t_end_frac, 0.0, 1.0)
+        _check_range("alpha", self.alpha, 0.0, 1.0)
+        _check_range("momentum", self.momentum, 0.0, 1.0, high_open=True)
+        for key in ("lr", "lr_rho", "weight_decay", "kl_scale"):
+            _check_range(key, getattr(self, key), 0.0, float("inf"))
+        for key in ("prior_std", "mu_init_std", "sigma_init", "width", "lam"):
+            _check_range(key, getattr(self, key), 0.0, float("inf"), low_open=True)
+        _check_range("sigma_init_std", self.sigma_init_std, 0.0, float("inf"))
+        for key in ("batch_size", "delta_t", "num_samples", "eval_batch_size"):
+            _check_int(key, getattr(self, key), 1)
+        _check_int("epochs", self.epochs, 0 if self.method == "posthoc" else 1)
+        _check_int("seed", self.seed, 0)
+        if self.image_size is not None:
+            _check_int("image_size", self.image_size, 4)
+        if self.threads is not None:
+            _check_int("threads", self.threads, 1)
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"device={self.device!r} is not allowed; allowed: auto, cpu, cuda, cuda:N")
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    path = Path(path)
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys to values, got {type(values).__name__}")
+    values.update(overrides or {})
+    return RunConfig.from_dict(values)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key=value`` from the command line; the value is parsed as YAML (so 0.1, true, null work)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key=value")
+    key, value = text.split("=", 1)
+    return key.strip(), yaml.safe_load(value)
+
+
+# --------------------------------------------------------------------------------------------
+# validation helpers
+# --------------------------------------------------------------------------------------------
+
+_FIELD_TYPES = {f.name: f.type for f in fields(RunConfig)}
+
+
+def _coerce(key: str, value: Any) -> Any:
+    """YAML gives ints for 1 and floats for 1e-3 etc.; accept ints where floats are expected."""
+    expected = _FIELD_TYPES[key]
+    if "float" in expected and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected == "bool" and not isinstance(value, bool):
+        raise ConfigError(f"{key}={value!r} must be true or false")
+    if expected == "str" and not isinstance(value, str):
+        raise ConfigError(f"{key}={value!r} must be a string")
+    if expected.startswith("dict") and not isinstance(value, dict):
+        raise ConfigError(f"{key}={value!r} must be a mapping")
+    return value
+
+
+def _check_choice(key: str, value: Any, allowed: list[str]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not allowed; allowed: {', '.join(allowed)}")
+
+
+def _check_range(key: str, value: Any, low: float, high: float, low_open=False, high_open=False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{key}={value!r} must be a number")
+    ok_low = value > low if low_open else value >= low
+    ok_high = value < high if high_open else value <= high
+    if not (ok_low and ok_high):
+        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        raise ConfigError(f"{key}={value!r} is out of range; allowed: {interval}")
+
+
+def _check_int(key: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{key}={value!r} must be an integer >= {minimum}")

@@ -1,0 +1,203 @@
+"""The sparse subspace of SSVI (reference section 3, the paper's Algorithm 1 as implemented).
+
+A boolean mask per sparsified Bayesian layer, shared by mu and rho, at a uniform density d. Every
+``delta_t`` steps while ``step < t_end`` the update below *replaces* that minibatch's optimiser step:
+
+  1. zeta = (alpha / 2) * (1 + cos(pi * step / t_end)); k = floor(zeta * n_active)
+  2. remove: keep the n_active - k active weights with the highest removal-criterion score
+  3. add: among all weights not kept, activate the k with the largest |dL/dmu| (dense gradient)
+  4. newly added weights get mu = 0 and rho = mean rho of the layer's survivors; removed weights are
+     zeroed and forgotten; a weight removed and re-added in the same update keeps its values.
+
+Density is therefore exactly constant. At each update the removal sets of all six criteria are
+compared (IoU and Spearman rank correlation) for the paper's criteria tables.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from . import criteria
+from .layers import BayesianLayer, BayesLinear, bayesian_layers
+
+SHORTCUT_NAMES = ("shortcut", "downsample")  # our ResNet; torchvision / timm ResNets
+
+
+@dataclass(frozen=True)
+class SparsityLayout:
+    """Which Bayesian layers are sparsified (reference: first conv dense, the rest sparse)."""
+
+    dense_first_layer: bool = True
+    sparse_shortcuts: bool = True
+    sparse_classifier: bool = True
+
+
+def select_sparse_layers(model: nn.Module, layout: SparsityLayout = SparsityLayout()) -> dict[str, BayesianLayer]:
+    layers = bayesian_layers(model)
+    names = list(layers)
+    excluded = set()
+    if layout.dense_first_layer and names:
+        excluded.add(names[0])
+    if not layout.sparse_shortcuts:
+        excluded |= {n for n in names if any(s in n.split(".") for s in SHORTCUT_NAMES)}
+    linears = [n for n in names if isinstance(layers[n], BayesLinear)]
+    if not layout.sparse_classifier and linears:
+        excluded.add(linears[-1])
+    return {n: layers[n] for n in names if n not in excluded}
+
+
+# --------------------------------------------------------------------------------------------
+# Mask maintenance: inactive mu, rho, gradients and momentum are exactly zero
+# --------------------------------------------------------------------------------------------
+
+def num_kept(numel: int, density: float) -> int:
+    return max(1, min(numel, int(round(density * numel))))
+
+
+def random_mask(shape: torch.Size, density: float, generator: torch.Generator) -> torch.Tensor:
+    numel = math.prod(shape)
+    mask = torch.zeros(numel, dtype=torch.bool)
+    mask[torch.randperm(numel, generator=generator)[: num_kept(numel, density)]] = True
+    return mask.view(shape)
+
+
+@torch.no_grad()
+def zero_inactive(layers: dict[str, BayesianLayer]) -> None:
+    for layer in layers.values():
+        layer.weight_mu.mul_(layer.mask)
+        layer.weight_rho.mul_(layer.mask)
+
+
+@torch.no_grad()
+def mask_gradients(layers: dict[str, BayesianLayer]) -> None:
+    for layer in layers.values():
+        for p in (layer.weight_mu, layer.weight_rho):
+            if p.grad is not None:
+                p.grad.mul_(layer.mask)
+
+
+@torch.no_grad()
+def mask_momentum(optimizer: torch.optim.Optimizer, layers: dict[str, BayesianLayer]) -> None:
+    for layer in layers.values():
+        for p in (layer.weight_mu, layer.weight_rho):
+            buf = optimizer.state.get(p, {}).get("momentum_buffer")
+            if buf is not None:
+                buf.mul_(layer.mask)
+
+
+def set_masks(layers: dict[str, BayesianLayer], masks: dict[str, torch.Tensor]) -> None:
+    for name, layer in layers.items():
+        layer.mask.copy_(masks[name])
+    zero_inactive(layers)
+
+
+def overall_density(layers: dict[str, BayesianLayer]) -> float:
+    active = sum(layer.num_active() for layer in layers.values())
+    total = sum(layer.mask.numel() for layer in layers.values())
+    return active / total if total else 1.0
+
+
+def layer_densities(layers: dict[str, BayesianLayer]) -> dict[str, float]:
+    return {name: layer.num_active() / layer.mask.numel() for name, layer in layers.items()}
+
+
+def top_score_mask(layer: BayesianLayer, density: float, criterion: str, lam: float) -> torch.Tensor:
+    """Mask of the ``density`` fraction of currently active weights with the highest criterion score."""
+    scores = criteria.score(criterion, layer.weight_mu.detach(), layer.sigma.detach(), lam)
+    scores = scores.masked_fill(~layer.mask, float("-inf")).flatten()
+    keep = torch.zeros_like(scores, dtype=torch.bool)
+    keep[torch.topk(scores, num_kept(scores.numel(), density)).indices] = True
+    return keep.view_as(layer.mask) & layer.mask
+
+
+# --------------------------------------------------------------------------------------------
+# The removal-and-addition update
+# --------------------------------------------------------------------------------------------
+
+def removal_fraction(step: int, t_end: int, alpha: float) -> float:
+    return alpha / 2 * (1 + math.cos(math.pi * step / t_end))
+
+
+def _kept_by(scores: torch.Tensor, active: torch.Tensor, n_keep: int) -> torch.Tensor:
+    """Boolean mask of the n_keep active entries with the highest score."""
+    kept = torch.zeros_like(active)
+    kept[torch.topk(scores.masked_fill(~active, float("-inf")), n_keep).indices] = True
+    return kept
+
+
+@torch.no_grad()
+def update_layer(layer: BayesianLayer, zeta: float, criterion: str, lam: float) -> dict[str, torch.Tensor] | None:
+    """One removal-and-addition update of ``layer`` (uses the dense ``weight_mu.grad``).
+
+    Returns every criterion's flattened score vector and removal set, for the criteria comparison,
+    or None when nothing moves (k = 0).
+    """
+    mu, rho = layer.weight_mu, layer.weight_rho
+    if mu.grad is None:
+        raise RuntimeError("subspace update needs the dense gradient of mu: call backward() first")
+    active = layer.mask.flatten()
+    n_active = int(active.sum())
+    k = int(math.floor(zeta * n_active))
+    if k == 0:
+        return None
+    sigma = layer.sigma.flatten()
+    scores = {c: criteria.score(c, mu.flatten(), sigma, lam) for c in criteria.CRITERIA}
+    kept = _kept_by(scores[criterion], active, n_active - k)
+    growth = mu.grad.flatten().abs().masked_fill(kept, float("-inf"))
+    added = torch.zeros_like(active)
+    added[torch.topk(growth, k).indices] = True
+    new_mask = kept | added
+    fresh = added & ~active  # re-added weights (added & active) keep their values
+    mu_flat, rho_flat = mu.data.view(-1), rho.data.view(-1)
+    survivors_rho = rho_flat[kept].mean()
+    mu_flat[fresh] = 0.0
+    rho_flat[fresh] = survivors_rho
+    mu_flat[~new_mask] = 0.0
+    rho_flat[~new_mask] = 0.0
+    layer.mask.copy_(new_mask.view_as(layer.mask))
+    removed = {c: active & ~_kept_by(s, active, n_active - k) for c, s in scores.items()}
+    return {"scores": {c: s[active] for c, s in scores.items()}, "removed": removed}
+
+
+def _ranks(x: torch.Tensor) -> torch.Tensor:
+    """Ordinal ranks (ties broken by position): enough for rank correlation of continuous scores."""
+    ranks = torch.empty_like(x, dtype=torch.float64)
+    ranks[torch.argsort(x)] = torch.arange(x.numel(), dtype=torch.float64, device=x.device)
+    return ranks
+
+
+def compare_criteria(per_layer: list[dict]) -> dict[str, list[list[float]]]:
+    """IoU of removal sets and Spearman rank correlation of scores between every pair of criteria,
+    pooled over layers (IoU = sum of intersections / sum of unions; ranks over all active weights)."""
+    names = criteria.CRITERIA
+    ranks = {c: _ranks(torch.cat([r["scores"][c] for r in per_layer])) for c in names}
+    centred = {c: (r - r.mean()) / r.std().clamp_min(1e-12) for c, r in ranks.items()}
+    iou, spearman = [], []
+    for a in names:
+        iou_row, rank_row = [], []
+        for b in names:
+            inter = sum(int((r["removed"][a] & r["removed"][b]).sum()) for r in per_layer)
+            union = sum(int((r["removed"][a] | r["removed"][b]).sum()) for r in per_layer)
+            iou_row.append(inter / union if union else 1.0)
+            n = centred[a].numel()
+            rank_row.append(float((centred[a] * centred[b]).sum() / max(n - 1, 1)))
+        iou.append(iou_row)
+        spearman.append(rank_row)
+    return {"criteria": list(names), "iou": iou, "spearman": spearman}
+
+
+@torch.no_grad()
+def subspace_update(layers: dict[str, BayesianLayer], optimizer: torch.optim.Optimizer, step: int, t_end: int,
+                    alpha: float, criterion: str, lam: float) -> dict:
+    """Update every sparse layer; returns the record of this update (step, zeta, criteria comparison)."""
+    zeta = removal_fraction(step, t_end, alpha)
+    per_layer = [r for layer in layers.values() if (r := update_layer(layer, zeta, criterion, lam)) is not None]
+    mask_momentum(optimizer, layers)
+    record = {"step": step, "zeta": zeta, "moved": sum(int(r["removed"][criterion].sum()) for r in per_layer)}
+    if per_layer:
+        record.update(compare_criteria(per_layer))
+    return record
