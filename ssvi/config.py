@@ -18,6 +18,11 @@ from typing import Any
 import yaml
 
 
+def opt(default: Any, help: str) -> Any:
+    """A config field with its default and its --help text."""
+    return field(default=default, metadata={"help": help})
+
+
 class ConfigError(ValueError):
     """A run configuration that cannot be used; the message names the key."""
 
@@ -25,46 +30,46 @@ class ConfigError(ValueError):
 @dataclass
 class RunConfig:
     # --- what to run -------------------------------------------------------------------------
-    method: str = "ssvi"               # a registered method: ssvi, dense_vi, gradual_pruning, posthoc, static_sparse, ...
-    dataset: str = "digits"            # a registered dataset: digits (embedded), cifar10, cifar100, svhn
-    arch: str = "resnet18"             # a registered architecture (resnet18, vgg16) or timm/<name>
-    width: float = 1.0                 # channel width multiplier (1.0 = the paper's model)
-    image_size: int | None = None      # resize inputs (None = the dataset's native size; digits: 16)
-    seed: int = 0
-    density: float = 0.1               # fraction of active weights in each sparsified layer; dense_vi uses 1
+    method: str = opt("ssvi", 'a registered method: ssvi, dense_vi, gradual_pruning, posthoc, static_sparse, ...')
+    dataset: str = opt("digits", 'a registered dataset: digits (embedded), cifar10, cifar100, svhn')
+    arch: str = opt("resnet18", 'a registered architecture (resnet18, vgg16) or timm/<name>')
+    width: float = opt(1.0, "channel width multiplier (1.0 = the paper's model)")
+    image_size: int | None = opt(None, "resize inputs (None = the dataset's native size; digits: 16)")
+    seed: int = opt(0, 'seeds model init, masks, data order and LRT noise')
+    density: float = opt(0.1, 'fraction of active weights in each sparsified layer; dense_vi uses 1')
     # --- optimisation (authors' script values) ------------------------------------------------
-    epochs: int = 200                  # posthoc: fine-tuning epochs (0 = pure post-hoc pruning)
-    batch_size: int = 128
-    lr: float = 0.01                   # mu, BatchNorm and biases
-    lr_rho: float = 0.01               # rho (its own group, no weight decay)
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    epochs: int = opt(200, 'posthoc: fine-tuning epochs (0 = pure post-hoc pruning)')
+    batch_size: int = opt(128, 'training minibatch size')
+    lr: float = opt(0.01, 'mu, BatchNorm and biases')
+    lr_rho: float = opt(0.01, 'rho (its own group, no weight decay)')
+    momentum: float = opt(0.9, 'SGD momentum (both groups)')
+    weight_decay: float = opt(5e-4, 'weight decay of the mu/BatchNorm/bias group')
     # --- variational objective ------------------------------------------------------------------
-    kl_scale: float = 0.01             # loss = CE + kl_scale / N_train * min(2 epoch / epochs, 1) * KL
-    prior_std: float = 0.005
-    mu_init_std: float = 0.01
-    sigma_init: float = 6e-4           # sigma ~ |N(sigma_init, sigma_init_std^2)|
-    sigma_init_std: float = 5e-4
+    kl_scale: float = opt(0.01, 'loss = CE + kl_scale / N_train * min(2 epoch / epochs, 1) * KL')
+    prior_std: float = opt(0.005, 'std of the N(0, prior_std^2) prior on every Bayesian weight')
+    mu_init_std: float = opt(0.01, 'mu ~ N(0, mu_init_std^2) at initialisation')
+    sigma_init: float = opt(6e-4, 'sigma ~ |N(sigma_init, sigma_init_std^2)|')
+    sigma_init_std: float = opt(5e-4, 'spread of the initial sigma')
     # --- sparse subspace ------------------------------------------------------------------------
-    delta_t: int = 100                 # steps between subspace updates (and gradual pruning steps)
-    t_end_frac: float = 0.75           # updates stop at t_end_frac * total steps
-    alpha: float = 0.3                 # initial removal fraction (cosine-decayed)
-    criterion: str = "SNR_mean_abs"    # removal criterion (ssvi.criteria.CRITERIA)
-    lam: float = 1.0                   # lambda of the exp criteria
-    dense_first_layer: bool = True
-    sparse_shortcuts: bool = True
-    sparse_classifier: bool = True
+    delta_t: int = opt(100, 'steps between subspace updates (and gradual pruning steps)')
+    t_end_frac: float = opt(0.75, 'updates stop at t_end_frac * total steps')
+    alpha: float = opt(0.3, 'initial removal fraction (cosine-decayed)')
+    criterion: str = opt("SNR_mean_abs", 'removal criterion (ssvi.criteria.CRITERIA)')
+    lam: float = opt(1.0, 'lambda of the exp criteria')
+    dense_first_layer: bool = opt(True, 'keep the first conv dense')
+    sparse_shortcuts: bool = opt(True, 'sparsify 1x1 shortcut convs')
+    sparse_classifier: bool = opt(True, 'sparsify the final linear layer')
     # --- two-stage methods ------------------------------------------------------------------------
-    init_from: str | None = None       # posthoc: directory of the finished dense_vi run to compress
+    init_from: str | None = opt(None, 'posthoc: directory of the finished dense_vi run to compress')
     # --- evaluation -------------------------------------------------------------------------------
-    num_samples: int = 10              # K posterior weight samples for the predictive
-    eval_batch_size: int = 500
+    num_samples: int = opt(10, 'K posterior weight samples for the predictive')
+    eval_batch_size: int = opt(500, 'batch size of evaluation passes')
     # --- environment ------------------------------------------------------------------------------
-    data_dir: str = "data"
-    download: bool = False
-    device: str = "auto"               # auto | cpu | cuda | cuda:N
-    threads: int | None = None         # torch CPU threads (None = torch's default)
-    extra: dict[str, Any] = field(default_factory=dict)  # method-specific options of user baselines
+    data_dir: str = opt("data", 'directory holding the datasets (see README, Data)')
+    download: bool = opt(False, 'let torchvision download missing datasets (needs internet)')
+    device: str = opt("auto", 'auto | cpu | cuda | cuda:N')
+    threads: int | None = opt(None, "torch CPU threads (None = torch's default)")
+    extra: dict[str, Any] = field(default_factory=dict, metadata={"help": "method-specific options of user baselines"})
 
     # ------------------------------------------------------------------------------------------
     @classmethod
@@ -83,8 +88,9 @@ class RunConfig:
 
     def validate(self) -> None:
         from . import criteria, data, models
-        from .methods import list_methods
+        from .methods import get_method, list_methods
         _check_choice("method", self.method, list_methods())
+        get_method(self.method).check_config(self)
         _check_choice("dataset", self.dataset, data.list_datasets())
         if not models.is_known_model(self.arch):
             raise ConfigError(f"arch={self.arch!r} is not a registered architecture; "

@@ -151,9 +151,13 @@ class Dataset:
         # Fail at load time rather than deep inside a training loop.
         for split, x, y in (("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)):
             if x.dtype != torch.float32 or x.dim() != 4:
-                raise ValueError(f"{self.name}: x_{split} must be float32 N x C x H x W, got {x.dtype} {tuple(x.shape)}")
+                raise ValueError(
+                    f"{self.name}: x_{split} must be float32 N x C x H x W, got {x.dtype} {tuple(x.shape)}"
+                )
             if y.dtype != torch.int64 or y.shape != (x.shape[0],):
-                raise ValueError(f"{self.name}: y_{split} must be int64 of length {x.shape[0]}, got {y.dtype} {tuple(y.shape)}")
+                raise ValueError(
+                    f"{self.name}: y_{split} must be int64 of length {x.shape[0]}, got {y.dtype} {tuple(y.shape)}"
+                )
         if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
             raise ValueError(f"{self.name}: mean/std need {self.in_channels} entries")
 
@@ -173,7 +177,7 @@ class Dataset:
         )
 
 
-DatasetLoader = Callable[[Path, bool, "int | None"], Dataset]
+DatasetLoader = Callable[[Path, bool, int | None], Dataset]
 
 DATASETS: dict[str, DatasetLoader] = {}
 
@@ -392,7 +396,9 @@ def load_cifar10c(data_dir: str | Path, corruption: str, severity: int) -> tuple
     divisible by 5 is accepted. ``x`` is float32 N x C x H x W in [0, 1], ``y`` int64.
     """
     if corruption not in CIFAR10C_CORRUPTIONS:
-        raise ValueError(f"unknown CIFAR-10-C corruption {corruption!r}; allowed values: {', '.join(CIFAR10C_CORRUPTIONS)}")
+        raise ValueError(
+            f"unknown CIFAR-10-C corruption {corruption!r}; allowed values: {', '.join(CIFAR10C_CORRUPTIONS)}"
+        )
     if not 1 <= severity <= CIFAR10C_SEVERITIES:
         raise ValueError(f"severity must be in 1..{CIFAR10C_SEVERITIES}, got {severity}")
     folder = Path(data_dir).expanduser().resolve() / "CIFAR-10-C"
@@ -401,7 +407,8 @@ def load_cifar10c(data_dir: str | Path, corruption: str, severity: int) -> tuple
     if missing:
         raise DataMissingError(
             f"CIFAR-10-C not found: missing {', '.join(missing)} (expected {folder}/{{<corruption>.npy,labels.npy}} "
-            f"from {_CIFAR10C_URL}); {_HOW_TO_GET}."
+            f"from {_CIFAR10C_URL}); download CIFAR-10-C.tar there and extract it into {folder.parent}, "
+            "or run `snakemake prepare_data` on a login node."
         )
     # Memory-map so that only the requested severity block (1/5 of 150 MB) is read.
     images = np.load(images_path, mmap_mode="r")
@@ -410,11 +417,12 @@ def load_cifar10c(data_dir: str | Path, corruption: str, severity: int) -> tuple
     if images.ndim != 4 or images.shape[-1] != 3 or n % CIFAR10C_SEVERITIES or labels.shape[0] != n:
         raise DataMissingError(
             f"CIFAR-10-C files look corrupt: {images_path} has shape {images.shape} (expected 5k x 32 x 32 x 3) "
-            f"and {labels_path} has {labels.shape[0]} labels; {_HOW_TO_GET}."
+            f"and {labels_path} has {labels.shape[0]} labels; re-extract CIFAR-10-C.tar from {_CIFAR10C_URL}."
         )
     block = n // CIFAR10C_SEVERITIES
     rows = slice((severity - 1) * block, severity * block)
-    return _uint8_to_unit_float(np.asarray(images[rows]), "NHWC"), _labels_to_tensor(labels[rows])
+    # np.array copies the block out of the read-only memory map (torch needs writable memory).
+    return _uint8_to_unit_float(np.array(images[rows]), "NHWC"), _labels_to_tensor(np.array(labels[rows]))
 
 
 # --------------------------------------------------------------------------------------------

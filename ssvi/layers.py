@@ -95,7 +95,8 @@ class BayesianLayer(nn.Module, abc.ABC):
     def resample(self, generator: torch.Generator | None = None) -> None:
         """Draw one full weight sample used by ``"sample"`` mode until the next call."""
         with torch.no_grad():
-            eps = torch.randn(self.weight_mu.shape, generator=generator, device=self.weight_mu.device)
+            # drawn on the generator's device (CPU) so a seeded evaluation is the same on every machine
+            eps = torch.randn(self.weight_mu.shape, generator=generator).to(self.weight_mu.device)
             self.sampled_weight = (self.weight_mu + self.sigma * eps) * self.mask
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,45 @@
+"""Posterior evaluation (reference section 5): mean-weight prediction and the K-sample posterior predictive.
+
+The posterior predictive averages the softmax of K full weight samples; each sample
+theta = mu + sigma * eps is drawn once and kept fixed across the whole test set.
+
+    probs = predict(model, x, y, mean=..., std=..., mode="mean")
+    samples = posterior_samples(model, x, y, mean=..., std=..., num_samples=10, generator=g)  # K x N x C
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .data import iterate_batches
+from .layers import resample, set_mode
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, mean, std, batch_size: int = 500,
+            mode: str = "mean", device: str | torch.device = "cpu") -> torch.Tensor:
+    """Softmax probabilities (N x C, float32, on CPU) in the given Bayesian forward mode, eval-mode BN."""
+    was_training = model.training
+    model.eval()
+    set_mode(model, mode)
+    try:
+        outputs = [model(inputs).softmax(dim=1).float().cpu()
+                   for inputs, _ in iterate_batches(x, y, batch_size, mean=mean, std=std, shuffle=False,
+                                                    augment=False, generator=None, device=device)]
+    finally:
+        set_mode(model, "lrt")
+        model.train(was_training)
+    return torch.cat(outputs)
+
+
+@torch.no_grad()
+def posterior_samples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, mean, std, num_samples: int,
+                      generator: torch.Generator, batch_size: int = 500,
+                      device: str | torch.device = "cpu") -> torch.Tensor:
+    """Probabilities of ``num_samples`` posterior weight samples: K x N x C (the predictive is the mean over K)."""
+    samples = []
+    for _ in range(num_samples):
+        resample(model, generator)
+        samples.append(predict(model, x, y, mean=mean, std=std, batch_size=batch_size, mode="sample", device=device))
+    return torch.stack(samples)

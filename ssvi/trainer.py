@@ -1,0 +1,349 @@
+"""The training loop shared by SSVI and every baseline, with resumable checkpoints and result files.
+
+    python -m ssvi train --config run.yaml --out results/runs/demo     # or ssvi.trainer.run(cfg, out)
+
+Recipe (reference section 2): SGD with momentum and two parameter groups (mu + BatchNorm + biases with
+weight decay; rho with its own lr and none), cosine lr stepped per epoch, and per minibatch
+    loss = mean cross-entropy + kl_scale / N_train * min(2 * epoch / epochs, 1) * KL,  epoch from 1.
+After ``backward()`` the method's ``step`` hook either takes the (masked) optimiser step or, on a
+subspace-update step, replaces it.
+
+Resumability: an atomic checkpoint at every epoch end holds the model (with masks), optimiser,
+lr schedule, method state, step, FLOPs so far, history and every RNG state; the data order of epoch
+e is drawn from a generator seeded by (seed, e). Running the same command again resumes from it; a
+finished run (``metrics.json`` present) is not redone. Result files are written before
+``metrics.json``, which is written last and atomically, so its presence means "finished".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import yaml
+
+from . import flops
+from .config import RunConfig
+from .data import Dataset, iterate_batches, load_dataset
+from .evaluate import posterior_samples, predict
+from .layers import PosteriorInit, set_mode, total_kl, variational_parameter_groups
+from .methods import Method, TrainContext, create_method
+from .metrics import METRIC_VARIANTS, classification_metrics
+from .models import create_model
+from .provenance import provenance
+
+log = logging.getLogger("ssvi")
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.json"
+PREDICTIONS = "predictions.pt"
+FINAL_MODEL = "model.pt"
+SUBSPACE_RECORDS = "subspace.json"
+RESOLVED_CONFIG = "config.yaml"
+# config keys that may change between a run and its resumption without changing its results
+ENVIRONMENT_KEYS = ("data_dir", "download", "device", "threads")
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+class RunConflictError(RuntimeError):
+    pass
+
+
+# --------------------------------------------------------------------------------------------
+# setup
+# --------------------------------------------------------------------------------------------
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device={name!r} was asked for but CUDA is not available; use device: auto or cpu")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """Data order and augmentation of one epoch depend only on (seed, epoch): resuming needs no loader state."""
+    return torch.Generator().manual_seed(seed * 100_003 + epoch)
+
+
+def kl_weight(cfg: RunConfig, epoch: int, num_train: int) -> float:
+    return cfg.kl_scale / num_train * min(2 * epoch / cfg.epochs, 1.0)
+
+
+@dataclass
+class Run:
+    """Everything a run holds while it trains."""
+
+    cfg: RunConfig
+    data: Dataset
+    model: nn.Module
+    method: Method
+    optimizer: torch.optim.SGD
+    scheduler: torch.optim.lr_scheduler.CosineAnnealingLR
+    device: torch.device
+    steps_per_epoch: int
+    epoch: int = 0            # completed epochs
+    step: int = 0             # completed optimiser steps (subspace updates included)
+    train_flops: float = 0.0  # this run's training FLOPs so far
+    wall_time: float = 0.0    # training seconds so far, over all resumptions
+    history: list | None = None
+
+
+def build_run(cfg: RunConfig) -> Run:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    data = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download, image_size=cfg.image_size)
+    init = PosteriorInit(cfg.mu_init_std, cfg.sigma_init, cfg.sigma_init_std)
+    model = create_model(cfg.arch, data.num_classes, cfg.width, data.in_channels, bayesian=True, init=init).to(device)
+    mu_and_deterministic, rho = variational_parameter_groups(model)
+    optimizer = torch.optim.SGD([
+        {"params": mu_and_deterministic, "lr": cfg.lr, "weight_decay": cfg.weight_decay},
+        {"params": rho, "lr": cfg.lr_rho, "weight_decay": 0.0},
+    ], momentum=cfg.momentum)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.epochs, 1), eta_min=0.0)
+    steps_per_epoch = math.ceil(len(data.y_train) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    ctx = TrainContext(total_steps=total_steps, t_end=int(cfg.t_end_frac * total_steps),
+                       profile=flops.profile_model(model, (data.in_channels, data.image_size, data.image_size)),
+                       generator=torch.Generator().manual_seed(cfg.seed))
+    method = create_method(cfg)
+    method.attach(model, ctx)
+    return Run(cfg, data, model, method, optimizer, scheduler, device, steps_per_epoch, history=[])
+
+
+# --------------------------------------------------------------------------------------------
+# checkpoints
+# --------------------------------------------------------------------------------------------
+
+def atomic_write(path: Path, write) -> None:
+    """Write via a temporary file and rename, so a crash never leaves a half-written file."""
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda p: p.write_text(text))
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(run: Run, path: Path) -> None:
+    state = {
+        "config": run.cfg.to_dict(), "epoch": run.epoch, "step": run.step, "train_flops": run.train_flops,
+        "wall_time": run.wall_time, "history": run.history, "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+        "method": run.method.state_dict(), "rng": rng_state(),
+    }
+    atomic_write(path, lambda p: torch.save(state, p))
+
+
+def results_config(values: dict) -> dict:
+    return {k: v for k, v in values.items() if k not in ENVIRONMENT_KEYS}
+
+
+def load_checkpoint(run: Run, path: Path) -> None:
+    state = torch.load(path, map_location=run.device, weights_only=False)
+    if results_config(state["config"]) != results_config(run.cfg.to_dict()):
+        raise RunConflictError(f"{path} belongs to a run with a different configuration; "
+                               "use another --out directory or delete it to start over")
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.method.load_state_dict(state["method"])
+    run.epoch, run.step, run.train_flops = state["epoch"], state["step"], state["train_flops"]
+    run.wall_time, run.history = state["wall_time"], state["history"]
+    set_rng_state(state["rng"])
+
+
+# --------------------------------------------------------------------------------------------
+# training
+# --------------------------------------------------------------------------------------------
+
+def progress(text: str) -> None:
+    """One rewritten status line, only when a person is watching a terminal."""
+    if sys.stderr.isatty():
+        sys.stderr.write("\r" + text[:120].ljust(120))
+        sys.stderr.flush()
+
+
+def train_one_epoch(run: Run) -> dict:
+    cfg, model, data = run.cfg, run.model, run.data
+    epoch = run.epoch + 1
+    beta = kl_weight(cfg, epoch, len(data.y_train))
+    model.train()
+    set_mode(model, "lrt")
+    sums = torch.zeros(3, dtype=torch.float64, device=run.device)  # loss, ce, kl (summed over examples)
+    seen = 0
+    batches = iterate_batches(data.x_train, data.y_train, cfg.batch_size, mean=data.mean, std=data.std,
+                              shuffle=True, augment=data.augment, generator=epoch_generator(cfg.seed, epoch),
+                              device=run.device)
+    for i, (inputs, labels) in enumerate(batches, start=1):
+        run.step += 1
+        ce = F.cross_entropy(model(inputs), labels)
+        kl = total_kl(model, cfg.prior_std)
+        loss = ce + beta * kl
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.method.step(run.step, run.optimizer)
+        run.train_flops += run.method.train_flops_per_example(run.step) * len(labels)
+        sums += torch.stack([loss.detach(), ce.detach(), kl.detach()]).double() * len(labels)
+        seen += len(labels)
+        progress(f"epoch {epoch}/{cfg.epochs} step {i}/{run.steps_per_epoch} loss {loss.item():.4f}"
+                 if sys.stderr.isatty() else "")
+    loss_mean, ce_mean, kl_mean = (sums / seen).tolist()
+    if not math.isfinite(loss_mean):
+        raise NonFiniteLossError(f"the training loss became non-finite ({loss_mean}) in epoch {epoch} "
+                                 f"(lr={cfg.lr}, kl_scale={cfg.kl_scale}, sigma_init={cfg.sigma_init}); "
+                                 "no result was written")
+    lr = run.optimizer.param_groups[0]["lr"]
+    run.scheduler.step()
+    return {"epoch": epoch, "loss": loss_mean, "ce": ce_mean, "kl": kl_mean, "kl_weight": beta, "lr": lr}
+
+
+def test_accuracy(run: Run) -> float:
+    probs = predict(run.model, run.data.x_test, run.data.y_test, mean=run.data.mean, std=run.data.std,
+                    batch_size=run.cfg.eval_batch_size, mode="mean", device=run.device)
+    return float((probs.argmax(1) == run.data.y_test).float().mean())
+
+
+# --------------------------------------------------------------------------------------------
+# evaluation and results
+# --------------------------------------------------------------------------------------------
+
+def evaluate(run: Run) -> tuple[dict, dict]:
+    """Metrics of the posterior predictive (K samples) and of the mean weights; and the raw predictions."""
+    data, cfg = run.data, run.cfg
+    common = dict(mean=data.mean, std=data.std, batch_size=cfg.eval_batch_size, device=run.device)
+    mean_probs = predict(run.model, data.x_test, data.y_test, mode="mean", **common)
+    sample_probs = posterior_samples(run.model, data.x_test, data.y_test, num_samples=cfg.num_samples,
+                                     generator=torch.Generator().manual_seed(cfg.seed + 7919), **common)
+    predictive = sample_probs.mean(0)
+    metrics = classification_metrics(predictive, data.y_test)
+    metrics["mean_weight"] = classification_metrics(mean_probs, data.y_test)
+    predictions = {"labels": data.y_test, "predictive_probs": predictive, "mean_weight_probs": mean_probs,
+                   "sample_probs": sample_probs.half()}
+    return metrics, predictions
+
+
+def write_results(run: Run, out: Path, metrics: dict, predictions: dict) -> dict:
+    cfg, method = run.cfg, run.method
+    test_flops = run.method.ctx.profile.forward(method.densities())
+    result = {
+        "method": cfg.method, "dataset": cfg.dataset, "arch": cfg.arch, "width": cfg.width, "seed": cfg.seed,
+        "density": method.density(), "target_density": cfg.density if method.layers else 1.0,
+        "epochs": cfg.epochs, "steps": run.step,
+        **{k: metrics[k] for k in ("acc", "nll", "ece", "ece_ssvi", "brier")},
+        "mean_weight": metrics["mean_weight"],
+        "train_flops": method.initial_train_flops() + run.train_flops,
+        "train_flops_this_run": run.train_flops,
+        "test_flops": test_flops,
+        "dense_test_flops": run.method.ctx.profile.dense_forward,
+        "flops_unit": flops.UNIT,
+        "layer_densities": method.densities(),
+        "eval": {"mode": "final_epoch", "num_samples": cfg.num_samples,
+                 "predictive": f"posterior predictive: mean softmax of {cfg.num_samples} weight samples",
+                 "mean_weight": "softmax with posterior-mean weights"},
+        "metric_variants": METRIC_VARIANTS,
+        "history": run.history,
+        "config": cfg.to_dict(),
+        "provenance": {**provenance(run.device), "wall_time_s": run.wall_time},
+    }
+    torch.save(predictions, out / PREDICTIONS)
+    torch.save({"config": cfg.to_dict(), "model": run.model.state_dict()}, out / FINAL_MODEL)
+    atomic_write_text(out / SUBSPACE_RECORDS, json.dumps(method.records))
+    atomic_write_text(out / METRICS, json.dumps(result, indent=1))
+    return result
+
+
+def attach_log_file(out: Path) -> logging.Handler:
+    handler = logging.FileHandler(out / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    log.addHandler(handler)
+    return handler
+
+
+def run(cfg: RunConfig, out: str | Path) -> dict:
+    """Train and evaluate one run into ``out``; resume or skip if ``out`` already holds it."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / METRICS).exists():
+        finished = json.loads((out / METRICS).read_text())
+        if results_config(finished["config"]) != results_config(cfg.to_dict()):
+            raise RunConflictError(f"{out / METRICS} holds a finished run with a different configuration")
+        log.info("run in %s is already finished; nothing to do", out)
+        return finished
+    handler = attach_log_file(out)
+    try:
+        return _train_and_evaluate(cfg, out)
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+def _train_and_evaluate(cfg: RunConfig, out: Path) -> dict:
+    atomic_write_text(out / RESOLVED_CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    run_ = build_run(cfg)
+    checkpoint = out / CHECKPOINT
+    if checkpoint.exists():
+        load_checkpoint(run_, checkpoint)
+        log.info("resumed %s from epoch %d (step %d)", out, run_.epoch, run_.step)
+    else:
+        run_.method.initialize(run_.model)
+    log.info("%s on %s/%s width %g density %.3f seed %d: %d epochs x %d steps on %s", cfg.method, cfg.dataset,
+             cfg.arch, cfg.width, run_.method.density(), cfg.seed, cfg.epochs, run_.steps_per_epoch, run_.device)
+    while run_.epoch < cfg.epochs:
+        started = time.perf_counter()
+        row = train_one_epoch(run_)
+        run_.epoch += 1
+        row.update(test_acc=test_accuracy(run_), density=run_.method.density(), train_flops=run_.train_flops,
+                   seconds=time.perf_counter() - started)
+        run_.wall_time += row["seconds"]
+        run_.history.append(row)
+        progress("")
+        log.info("epoch %3d/%d  loss %.4f  ce %.4f  kl %.4g  lr %.5f  test_acc(mean) %.4f  density %.4f  %.1fs",
+                 row["epoch"], cfg.epochs, row["loss"], row["ce"], row["kl"], row["lr"], row["test_acc"],
+                 row["density"], row["seconds"])
+        save_checkpoint(run_, checkpoint)
+    metrics, predictions = evaluate(run_)
+    result = write_results(run_, out, metrics, predictions)
+    log.info("finished: acc %.4f  nll %.4f  ece %.4f  ece_ssvi %.4f  brier %.4f  train %.3g FLOPs  -> %s",
+             result["acc"], result["nll"], result["ece"], result["ece_ssvi"], result["brier"],
+             result["train_flops"], out / METRICS)
+    return result
