@@ -122,10 +122,12 @@ def removal_fraction(step: int, t_end: int, alpha: float) -> float:
     return alpha / 2 * (1 + math.cos(math.pi * step / t_end))
 
 
-def _kept_by(scores: torch.Tensor, active: torch.Tensor, n_keep: int) -> torch.Tensor:
-    """Boolean mask of the n_keep active entries with the highest score."""
-    kept = torch.zeros_like(active)
-    kept[torch.topk(scores.masked_fill(~active, float("-inf")), n_keep).indices] = True
+def _top_active(scores: torch.Tensor, active_idx: torch.Tensor, n_keep: int, numel: int) -> torch.Tensor:
+    """Boolean mask (length numel) of the n_keep active entries with the highest score.
+
+    ``scores`` are given for the active entries only, in the order of ``active_idx``."""
+    kept = torch.zeros(numel, dtype=torch.bool, device=active_idx.device)
+    kept[active_idx[torch.topk(scores, n_keep).indices]] = True
     return kept
 
 
@@ -133,20 +135,22 @@ def _kept_by(scores: torch.Tensor, active: torch.Tensor, n_keep: int) -> torch.T
 def update_layer(layer: BayesianLayer, zeta: float, criterion: str, lam: float) -> dict[str, torch.Tensor] | None:
     """One removal-and-addition update of ``layer`` (uses the dense ``weight_mu.grad``).
 
-    Returns every criterion's flattened score vector and removal set, for the criteria comparison,
-    or None when nothing moves (k = 0).
+    Returns every criterion's score vector over the active weights and its removal set, for the
+    criteria comparison, or None when nothing moves (k = 0).
     """
     mu, rho = layer.weight_mu, layer.weight_rho
     if mu.grad is None:
         raise RuntimeError("subspace update needs the dense gradient of mu: call backward() first")
     active = layer.mask.flatten()
-    n_active = int(active.sum())
+    active_idx = active.nonzero().squeeze(1)
+    n_active, numel = active_idx.numel(), active.numel()
     k = int(math.floor(zeta * n_active))
     if k == 0:
         return None
-    sigma = layer.sigma.flatten()
-    scores = {c: criteria.score(c, mu.flatten(), sigma, lam) for c in criteria.CRITERIA}
-    kept = _kept_by(scores[criterion], active, n_active - k)
+    # scores of active weights only: inactive ones are never kept
+    mu_active, sigma_active = mu.detach().flatten()[active_idx], layer.sigma.detach().flatten()[active_idx]
+    scores = {c: criteria.score(c, mu_active, sigma_active, lam) for c in criteria.CRITERIA}
+    kept = _top_active(scores[criterion], active_idx, n_active - k, numel)
     growth = mu.grad.flatten().abs().masked_fill(kept, float("-inf"))
     added = torch.zeros_like(active)
     added[torch.topk(growth, k).indices] = True
@@ -159,34 +163,25 @@ def update_layer(layer: BayesianLayer, zeta: float, criterion: str, lam: float) 
     mu_flat[~new_mask] = 0.0
     rho_flat[~new_mask] = 0.0
     layer.mask.copy_(new_mask.view_as(layer.mask))
-    removed = {c: active & ~_kept_by(s, active, n_active - k) for c, s in scores.items()}
-    return {"scores": {c: s[active] for c, s in scores.items()}, "removed": removed}
-
-
-def _ranks(x: torch.Tensor) -> torch.Tensor:
-    """Ordinal ranks (ties broken by position): enough for rank correlation of continuous scores."""
-    ranks = torch.empty_like(x, dtype=torch.float64)
-    ranks[torch.argsort(x)] = torch.arange(x.numel(), dtype=torch.float64, device=x.device)
-    return ranks
+    removed = {c: active & ~_top_active(s, active_idx, n_active - k, numel) for c, s in scores.items()}
+    return {"scores": scores, "removed": removed}
 
 
 def compare_criteria(per_layer: list[dict]) -> dict[str, list[list[float]]]:
     """IoU of removal sets and Spearman rank correlation of scores between every pair of criteria,
     pooled over layers (IoU = sum of intersections / sum of unions; ranks over all active weights)."""
     names = criteria.CRITERIA
-    ranks = {c: _ranks(torch.cat([r["scores"][c] for r in per_layer])) for c in names}
-    centred = {c: (r - r.mean()) / r.std().clamp_min(1e-12) for c, r in ranks.items()}
-    iou, spearman = [], []
-    for a in names:
-        iou_row, rank_row = [], []
-        for b in names:
+    pooled = {c: torch.cat([r["scores"][c] for r in per_layer]) for c in names}
+    size = len(names)
+    iou = [[1.0] * size for _ in range(size)]
+    spearman = [[1.0] * size for _ in range(size)]
+    for i, a in enumerate(names):
+        for j in range(i + 1, size):
+            b = names[j]
             inter = sum(int((r["removed"][a] & r["removed"][b]).sum()) for r in per_layer)
             union = sum(int((r["removed"][a] | r["removed"][b]).sum()) for r in per_layer)
-            iou_row.append(inter / union if union else 1.0)
-            n = centred[a].numel()
-            rank_row.append(float((centred[a] * centred[b]).sum() / max(n - 1, 1)))
-        iou.append(iou_row)
-        spearman.append(rank_row)
+            iou[i][j] = iou[j][i] = inter / union if union else 1.0
+            spearman[i][j] = spearman[j][i] = criteria.spearman(pooled[a], pooled[b])
     return {"criteria": list(names), "iou": iou, "spearman": spearman}
 
 
