@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import sys
+from pathlib import Path
 
 from .config import ConfigError, RunConfig, load_config, parse_override
 
@@ -38,7 +40,28 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override one config key (repeatable); the value is parsed as YAML")
     train.add_argument("--quiet", action="store_true", help="only warnings and errors")
     commands.add_parser("options", help="list every run-config key with its default")
+    data = commands.add_parser("data", help="prepare/verify a dataset in the data directory (run on a login node)")
+    data.add_argument("--dataset", required=True, help="registered dataset name (digits, cifar10, cifar100, svhn)")
+    data.add_argument("--data-dir", default="data", help="data directory (default: data)")
+    data.add_argument("--download", action="store_true", help="download missing files (needs internet)")
+    data.add_argument("--record", help="write a JSON summary of the verified dataset here")
     return parser
+
+
+def prepare_data(args: argparse.Namespace) -> int:
+    from .data import DataMissingError, load_dataset
+    try:
+        data = load_dataset(args.dataset, args.data_dir, download=args.download)
+    except (DataMissingError, ValueError) as error:
+        print(f"ssvi: {error}", file=sys.stderr)
+        return 1
+    summary = {"dataset": data.name, "data_dir": str(args.data_dir), "train": len(data.y_train),
+               "test": len(data.y_test), "num_classes": data.num_classes, "shape": list(data.x_train.shape[1:])}
+    print(json.dumps(summary))
+    if args.record:
+        Path(args.record).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.record).write_text(json.dumps(summary, indent=1))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "options":
         print(config_help())
         return 0
+    if args.command == "data":
+        return prepare_data(args)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s",
                         stream=sys.stdout)
     try:

@@ -1,0 +1,22 @@
+# ssvi-bench: SSVI vs dense VI, gradual pruning, post-hoc compression and static sparse VI.
+#   snakemake --cores all                                   embedded default (digits, CPU, minutes)
+#   snakemake --profile slurm --configfile config/paper.yaml   the paper's grid on SLURM GPU nodes
+#   snakemake --cores 1 tables_and_figures                  regenerate tables/figures from finished runs
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/aggregate.smk"
+
+
+rule all:
+    input:
+        all_outputs(),
+    default_target: True

@@ -1,0 +1,62 @@
+# Tables and figures from finished runs only: these rules never train.
+# `snakemake --cores 1 tables_and_figures` regenerates them from whatever runs the config lists.
+
+TABLE_NAMES = ["main", "density_sweep", "criteria", "robustness", "claims"]
+FIGURE_NAMES = ["fig1_flops_vs_accuracy", "metrics_vs_density", "criteria_comparison", "robustness_heatmap",
+                "iou_matrices"]
+TABLES = [f"{RESULTS}/tables/{name}.{ext}" for name in TABLE_NAMES for ext in ("csv", "md", "tex")]
+FIGURES = [f"{RESULTS}/figures/{name}.{ext}" for name in FIGURE_NAMES for ext in ("png", "pdf")]
+
+
+localrules:
+    resolved_config,
+    aggregate,
+    figure,
+    tables_and_figures,
+
+
+rule resolved_config:
+    output:
+        f"{RESULTS}/tables/workflow_config.json",
+    params:
+        resolved=json.dumps(config, sort_keys=True, indent=1),  # a changed config re-runs the aggregation
+    log:
+        f"{RESULTS}/logs/resolved_config.log",
+    run:
+        Path(output[0]).write_text(params.resolved)
+
+
+rule aggregate:
+    input:
+        metrics=all_metrics(),
+        config=f"{RESULTS}/tables/workflow_config.json",
+        expected="results/expected/paper.yaml",
+    output:
+        tables=[report(t, category="Tables") for t in TABLES if t.endswith(".md")]
+        + [t for t in TABLES if not t.endswith(".md")],
+    params:
+        runs=lambda wc, input: " ".join(repr(str(Path(m).parent)) for m in input.metrics),
+    log:
+        f"{RESULTS}/logs/aggregate.log",
+    shell:
+        "{PYTHON} workflow/scripts/aggregate.py --config {input.config:q} --expected {input.expected:q} "
+        "--out {RESULTS}/tables {params.runs} > {log:q} 2>&1"
+
+
+rule figure:
+    input:
+        TABLES,
+        script="paper_figures/{figure}.py",
+    output:
+        png=report(f"{RESULTS}/figures/{{figure}}.png", category="Figures"),
+        pdf=f"{RESULTS}/figures/{{figure}}.pdf",
+    log:
+        f"{RESULTS}/logs/figures/{{figure}}.log",
+    shell:
+        "{PYTHON} {input.script} --tables {RESULTS}/tables --out {RESULTS}/figures > {log:q} 2>&1"
+
+
+rule tables_and_figures:
+    input:
+        TABLES,
+        FIGURES,

@@ -1,0 +1,18 @@
+# Prepare and verify every dataset on the submit host before GPU jobs start (compute nodes often have
+# no internet): a missing dataset fails here, early, saying what to download where.
+
+
+localrules:
+    prepare_data,
+
+
+rule prepare_data:
+    output:
+        f"{RESULTS}/data/{{dataset}}.json",
+    params:
+        download="--download" if config.get("download", False) else "",
+    log:
+        f"{RESULTS}/logs/prepare_data/{{dataset}}.log",
+    shell:
+        "{PYTHON} -m ssvi data --dataset {wildcards.dataset} --data-dir {DATA_DIR:q} {params.download} "
+        "--record {output:q} > {log:q} 2>&1"

@@ -1,0 +1,23 @@
+# One job per run: `python -m ssvi train`, resumable (re-running resumes from the last epoch checkpoint).
+
+
+rule train:
+    input:
+        unpack(train_inputs),
+    output:
+        metrics=f"{RESULTS}/runs/{{dataset}}/{{arch}}/{{method}}/{{variant}}/d{{density}}/seed{{seed}}/metrics.json",
+    params:
+        out=lambda wc, output: str(Path(output.metrics).parent),
+        arguments=lambda wc, threads: train_arguments(wc, threads),
+    log:
+        f"{RESULTS}/logs/train/{{dataset}}/{{arch}}/{{method}}/{{variant}}/d{{density}}/seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train/{{dataset}}/{{arch}}/{{method}}/{{variant}}/d{{density}}/seed{{seed}}.tsv"
+    threads: RESOURCES.get("threads", 1)
+    resources:
+        gpu=RESOURCES.get("gpu", 0),
+        mem_mb=RESOURCES.get("mem_mb", 2000),
+        # a retried job (--retries) gets more time: attempt 2 twice, attempt 3 three times
+        runtime=lambda wc, attempt: RESOURCES.get("runtime_min", 60) * attempt,
+    shell:
+        "{PYTHON} -m ssvi train --out {params.out:q} {params.arguments} > {log:q} 2>&1"
