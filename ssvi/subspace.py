@@ -141,7 +141,7 @@ def update_layer(layer: BayesianLayer, zeta: float, criterion: str, lam: float) 
     mu, rho = layer.weight_mu, layer.weight_rho
     if mu.grad is None:
         raise RuntimeError("subspace update needs the dense gradient of mu: call backward() first")
-    active = layer.mask.flatten()
+    active = layer.mask.flatten().clone()  # a copy: the mask is rewritten below
     active_idx = active.nonzero().squeeze(1)
     n_active, numel = active_idx.numel(), active.numel()
     k = int(math.floor(zeta * n_active))

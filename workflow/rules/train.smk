@@ -21,3 +21,13 @@ rule train:
         runtime=lambda wc, attempt: RESOURCES.get("runtime_min", 60) * attempt,
     shell:
         "{PYTHON} -m ssvi train --out {params.out:q} {params.arguments} > {log:q} 2>&1"
+
+
+localrules:
+    runs,
+
+
+rule runs:
+    # every training run of the config, without tables and figures
+    input:
+        all_metrics(),

@@ -1,0 +1,52 @@
+"""Figure 1 of the paper: training FLOPs (x, log scale) against test accuracy (y), one marker per method
+and density (labelled d=...), error bars = std over seeds, one panel per dataset x architecture.
+Reads ``main.csv`` (default recipe; post-hoc rows per fine-tune epochs) written by aggregate.py.
+
+    python paper_figures/fig1_flops_vs_accuracy.py --tables results/tables --out results/figures
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+NAME = "fig1_flops_vs_accuracy"
+
+
+def draw(tables: Path):
+    main = common.read_table(tables, "main")
+    if main.empty:
+        return None
+    styles = common.method_styles(main["method"])
+    panels = common.blocks(main)
+    fig, axes = common.panel_grid(len(panels), ncols=2, size=(5.2, 4.0))
+    for ax, (dataset, arch) in zip(axes, panels):
+        block = main[(main["dataset"] == dataset) & (main["arch"] == arch)]
+        for method, rows in block.groupby("method", sort=False):
+            rows = rows.sort_values("density")
+            ax.errorbar(rows["train_flops_mean"], rows["acc_pct_mean"], xerr=common.zero_nan(rows["train_flops_std"]),
+                        yerr=common.zero_nan(rows["acc_pct_std"]), label=method, linestyle="-", linewidth=0.8,
+                        markersize=6, capsize=2, **styles[method])
+            for _, r in rows.iterrows():
+                ax.annotate(f"d={r['density']:g}", (r["train_flops_mean"], r["acc_pct_mean"]), fontsize=7,
+                            textcoords="offset points", xytext=(4, 4))
+        ax.set_xscale("log")
+        ax.set_xlabel(f"training FLOPs ({common.FLOPS_UNIT})")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"{dataset} / {arch}")
+        ax.grid(alpha=0.3, which="both")
+    legend_rows = common.figure_legend(fig, axes, ncol=4)
+    fig.suptitle("Training cost vs accuracy (mean ± std over seeds)")
+    fig.tight_layout(rect=(0, 0.05 * legend_rows / len(axes) ** 0.5 + 0.02, 1, 1))
+    return fig
+
+
+def main(argv=None) -> int:
+    return common.main(NAME, __doc__, draw, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

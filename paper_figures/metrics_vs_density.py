@@ -1,0 +1,53 @@
+"""Accuracy, NLL and both ECE variants against density for every method (default recipe), one row of
+panels per dataset x architecture; dense VI (density 1) is drawn as a dashed line with its seed-std band.
+Error bars = std over seeds. Reads ``density_sweep.csv`` written by aggregate.py.
+
+    python paper_figures/metrics_vs_density.py --tables results/tables --out results/figures
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+NAME = "metrics_vs_density"
+METRICS = ["acc_pct", "nll", "ece", "ece_ssvi"]
+
+
+def draw(tables: Path):
+    sweep = common.read_table(tables, "density_sweep")
+    if sweep.empty:
+        return None
+    styles = common.method_styles(sweep["method"])
+    panels = [(d, a, m) for d, a in common.blocks(sweep) for m in METRICS]
+    fig, axes = common.panel_grid(len(panels), ncols=len(METRICS), size=(3.8, 3.0))
+    for ax, (dataset, arch, metric) in zip(axes, panels):
+        rows = sweep[(sweep["dataset"] == dataset) & (sweep["arch"] == arch) & (sweep["metric"] == metric)]
+        for method, cells in rows.groupby("method", sort=False):
+            cells = cells.sort_values("density")
+            if method == "dense_vi":
+                mean, std = cells["mean"].iloc[0], common.zero_nan(cells["std"]).iloc[0]
+                ax.axhline(mean, color=styles[method]["color"], linestyle="--", label=method)
+                ax.axhspan(mean - std, mean + std, color=styles[method]["color"], alpha=0.15)
+                continue
+            ax.errorbar(cells["density"], cells["mean"], yerr=common.zero_nan(cells["std"]), label=method,
+                        capsize=2, markersize=5, linewidth=1, **styles[method])
+        common.density_axis(ax, rows.loc[rows["method"] != "dense_vi", "density"])
+        ax.set_ylabel(common.METRIC_LABELS[metric])
+        ax.set_title(f"{dataset} / {arch}", fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+    legend_rows = common.figure_legend(fig, axes, ncol=6)
+    fig.suptitle("Metrics vs density (mean ± std over seeds; dashed: dense VI)")
+    fig.tight_layout(rect=(0, 0.06 * legend_rows / (len(axes) // len(METRICS)) ** 0.5 + 0.02, 1, 1))
+    return fig
+
+
+def main(argv=None) -> int:
+    return common.main(NAME, __doc__, draw, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

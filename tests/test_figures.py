@@ -1,0 +1,77 @@
+"""Every figure script of paper_figures/ draws PNG + PDF from the aggregator's tables of synthetic runs,
+and from empty tables ("no runs for this figure") without crashing."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
+import synthetic_runs as synth  # noqa: E402  (puts workflow/scripts on sys.path)
+
+import aggregate  # noqa: E402
+
+FIGURES_DIR = synth.REPO / "paper_figures"
+FIGURES = ["fig1_flops_vs_accuracy", "metrics_vs_density", "criteria_comparison", "robustness_heatmap",
+           "iou_matrices"]
+
+
+def load_figure(name: str):
+    spec = importlib.util.spec_from_file_location(f"paper_figure_{name}", FIGURES_DIR / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("figures")
+    config = synth.make_config(tmp)
+    aggregate.aggregate(config, tmp / "tables", synth.write_runs(config))
+    aggregate.aggregate(config, tmp / "empty_tables", [])
+    return tmp
+
+
+def test_every_figure_script_is_listed():
+    scripts = {p.stem for p in FIGURES_DIR.glob("*.py")} - {"common", "__init__"}
+    assert scripts == set(FIGURES)
+
+
+@pytest.mark.parametrize("name", FIGURES)
+def test_figure_from_synthetic_runs(tables, name):
+    out = tables / "figures"
+    module = load_figure(name)
+    assert "python paper_figures/" in module.__doc__
+    assert module.main(["--tables", str(tables / "tables"), "--out", str(out)]) == 0
+    for ext in ("png", "pdf"):
+        assert (out / f"{name}.{ext}").stat().st_size > 10_000, f"{name}.{ext} looks empty"
+    assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
+
+
+@pytest.mark.parametrize("name", FIGURES)
+def test_figure_from_empty_tables(tables, name):
+    out = tables / "empty_figures"
+    module = load_figure(name)
+    assert module.draw(tables / "empty_tables") is None  # nothing to plot -> the "no runs" figure
+    assert module.main(["--tables", str(tables / "empty_tables"), "--out", str(out)]) == 0
+    for ext in ("png", "pdf"):
+        assert (out / f"{name}.{ext}").stat().st_size > 1_000
+
+
+def test_missing_tables_folder_gives_the_empty_figure(tmp_path):
+    module = load_figure("fig1_flops_vs_accuracy")
+    assert module.main(["--tables", str(tmp_path / "nothing"), "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "fig1_flops_vs_accuracy.png").is_file()
+
+
+def test_figure_command_line(tables, tmp_path):
+    cmd = [sys.executable, str(FIGURES_DIR / "criteria_comparison.py"), "--tables", str(tables / "tables"),
+           "--out", str(tmp_path)]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=synth.REPO)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "criteria_comparison.png").is_file() and (tmp_path / "criteria_comparison.pdf").is_file()
