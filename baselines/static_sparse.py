@@ -1,5 +1,6 @@
 """Static sparse VI: SSVI with its random initial mask frozen (the "no subspace update" ablation)."""
 
+from ssvi import flops
 from ssvi.methods import SSVI, register_method
 
 
@@ -7,3 +8,6 @@ from ssvi.methods import SSVI, register_method
 class StaticSparse(SSVI):
     def updates_subspace(self, step: int) -> bool:
         return False
+
+    def train_flops_per_example(self, step: int) -> float:
+        return flops.sparse_step(self.ctx.profile, self.densities())  # never needs a dense gradient

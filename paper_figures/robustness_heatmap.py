@@ -25,12 +25,12 @@ def draw(tables: Path):
     sigmas, kls = sorted(rob["sigma_init"].unique()), sorted(rob["kl_scale"].unique())
     methods = list(dict.fromkeys(rob["method"]))
     vmin, vmax = rob["acc_pct_mean"].min(), rob["acc_pct_mean"].max()
-    fig, axes = common.panel_grid(len(methods), ncols=len(methods), size=(1.3 * len(kls) + 2.2, 1.0 * len(sigmas) + 1.6),
-                                   layout="constrained")
+    size = (1.3 * len(kls) + 2.2, 1.0 * len(sigmas) + 1.6)
+    fig, axes = common.panel_grid(len(methods), ncols=len(methods), size=size, layout="constrained")
     for ax, method in zip(axes, methods):
         cells = rob[rob["method"] == method]
-        mean = cells.pivot(index="sigma_init", columns="kl_scale", values="acc_pct_mean").reindex(index=sigmas, columns=kls)
-        std = cells.pivot(index="sigma_init", columns="kl_scale", values="acc_pct_std").reindex(index=sigmas, columns=kls)
+        mean, std = (cells.pivot(index="sigma_init", columns="kl_scale", values=f"acc_pct_{x}")
+                     .reindex(index=sigmas, columns=kls) for x in ("mean", "std"))
         image = ax.imshow(mean.to_numpy(dtype=float), cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto")
         for i in range(len(sigmas)):
             for j in range(len(kls)):

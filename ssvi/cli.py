@@ -40,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override one config key (repeatable); the value is parsed as YAML")
     train.add_argument("--quiet", action="store_true", help="only warnings and errors")
     commands.add_parser("options", help="list every run-config key with its default")
+    evaluate = commands.add_parser("evaluate", help="OOD detection and distribution shift of a finished run")
+    evaluate.add_argument("--run", required=True, help="finished run directory (holds metrics.json and model.pt)")
+    evaluate.add_argument("--data-dir", help="data directory (default: the run's own data_dir)")
+    evaluate.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    evaluate.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     data = commands.add_parser("data", help="prepare/verify a dataset in the data directory (run on a login node)")
     data.add_argument("--dataset", required=True, help="registered dataset name (digits, cifar10, cifar100, svhn)")
     data.add_argument("--data-dir", default="data", help="data directory (default: data)")
@@ -71,8 +76,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "data":
         return prepare_data(args)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s",
-                        stream=sys.stdout)
+    logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
+                        format="%(message)s", stream=sys.stdout)
+    if args.command == "evaluate":
+        from .shift import evaluate_run
+        if args.threads:
+            import torch
+            torch.set_num_threads(args.threads)
+        evaluate_run(args.run, args.data_dir, args.device)
+        return 0
     try:
         overrides = dict(parse_override(o) for o in args.overrides)
         cfg = load_config(args.config, overrides) if args.config else RunConfig.from_dict(overrides)

@@ -16,6 +16,14 @@ from .data import iterate_batches
 from .layers import resample, set_mode
 
 
+EVAL_SEED_OFFSET = 7919  # posterior samples are drawn from their own seeded stream, apart from training's
+
+
+def posterior_generator(seed: int) -> torch.Generator:
+    """The generator of a run's K evaluation weight samples: every evaluation of a run sees the same samples."""
+    return torch.Generator().manual_seed(seed + EVAL_SEED_OFFSET)
+
+
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, mean, std, batch_size: int = 500,
             mode: str = "mean", device: str | torch.device = "cpu") -> torch.Tensor:

@@ -36,7 +36,7 @@ import yaml
 from . import flops
 from .config import RunConfig
 from .data import Dataset, iterate_batches, load_dataset
-from .evaluate import posterior_samples, predict
+from .evaluate import posterior_generator, posterior_samples, predict
 from .layers import PosteriorInit, set_mode, total_kl, variational_parameter_groups
 from .methods import Method, TrainContext, create_method
 from .metrics import METRIC_VARIANTS, classification_metrics
@@ -253,7 +253,7 @@ def evaluate(run: Run) -> tuple[dict, dict]:
     common = dict(mean=data.mean, std=data.std, batch_size=cfg.eval_batch_size, device=run.device)
     mean_probs = predict(run.model, data.x_test, data.y_test, mode="mean", **common)
     sample_probs = posterior_samples(run.model, data.x_test, data.y_test, num_samples=cfg.num_samples,
-                                     generator=torch.Generator().manual_seed(cfg.seed + 7919), **common)
+                                     generator=posterior_generator(cfg.seed), **common)
     predictive = sample_probs.mean(0)
     metrics = classification_metrics(predictive, data.y_test)
     metrics["mean_weight"] = classification_metrics(mean_probs, data.y_test)

@@ -1,7 +1,9 @@
 # Tables and figures from finished runs only: these rules never train.
 # `snakemake --cores 1 tables_and_figures` regenerates them from whatever runs the config lists.
 
-TABLE_NAMES = ["main", "density_sweep", "criteria", "robustness", "claims"]
+TABLE_NAMES = ["main", "paper_comparison", "density_sweep", "criteria", "criteria_vs_mean", "robustness",
+               "robustness_spread", "claims"] + [f"{kind}_{stage}" for kind in ("iou", "spearman")
+                                                 for stage in ("start", "middle", "end")]
 FIGURE_NAMES = ["fig1_flops_vs_accuracy", "metrics_vs_density", "criteria_comparison", "robustness_heatmap",
                 "iou_matrices"]
 TABLES = [f"{RESULTS}/tables/{name}.{ext}" for name in TABLE_NAMES for ext in ("csv", "md", "tex")]

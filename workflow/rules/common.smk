@@ -70,5 +70,9 @@ def all_metrics():
     return [run_dir(path) + "/metrics.json" for path in sorted(RUNS)]
 
 
+def all_evaluations():
+    return [run_dir(path) + "/ood_shift.json" for path in sorted(RUNS)]
+
+
 def all_outputs():
     return all_metrics() + TABLES + FIGURES

@@ -301,8 +301,8 @@ def main_stats(runs: pd.DataFrame, config: dict) -> pd.DataFrame:
     cells = main_runs(runs).assign(method=lambda f: f["label"]) if not runs.empty else runs
     stats = sort_cells(seed_stats(cells, ["dataset", "arch", "method", "density"], METRICS + FLOPS), config)
     dense = stats[stats["method"] == "dense_vi"].set_index(["dataset", "arch"])["train_flops_mean"]
-    stats["train_flops_reduction_vs_dense_vi"] = [
-        dense.get((d, a), float("nan")) / f for d, a, f in zip(stats["dataset"], stats["arch"], stats["train_flops_mean"])]
+    stats["train_flops_reduction_vs_dense_vi"] = [dense.get((d, a), float("nan")) / flops for d, a, flops
+                                                  in zip(stats["dataset"], stats["arch"], stats["train_flops_mean"])]
     return stats
 
 
@@ -362,7 +362,8 @@ def _paper_cell(row, metric: str) -> str:
     fmt = FORMATS[metric]
     if row["verdict"] in (NOT_FILLED, NO_RUNS):
         return row["verdict"]
-    return f"{row['paper']:{fmt}} (ours − paper {row['ours_minus_paper']:+{fmt}}; {row['verdict']} ±{row['tolerance']:g})"
+    return (f"{row['paper']:{fmt}} (ours − paper {row['ours_minus_paper']:+{fmt}}; "
+            f"{row['verdict']} ±{row['tolerance']:g})")
 
 
 def main_table(stats: pd.DataFrame, comparison: pd.DataFrame) -> Table:
@@ -398,7 +399,8 @@ def comparison_table(comparison: pd.DataFrame) -> Table:
     display["metric"] = comparison["metric"].map(LABELS)
     display["ours"] = [pm(m, s, FORMATS[k]) for m, s, k in zip(comparison["ours_mean"], comparison["ours_std"],
                                                                  comparison["metric"])]
-    display["paper"] = ["—" if pd.isna(p) else f"{p:{FORMATS[k]}}" for p, k in zip(comparison["paper"], comparison["metric"])]
+    display["paper"] = ["—" if pd.isna(p) else f"{p:{FORMATS[k]}}"
+                        for p, k in zip(comparison["paper"], comparison["metric"])]
     display["ours − paper"] = ["—" if pd.isna(d) else f"{d:+{FORMATS[k]}}"
                                for d, k in zip(comparison["ours_minus_paper"], comparison["metric"])]
     display["tolerance"] = comparison["tolerance"].map(lambda t: f"±{t:g}")
@@ -468,7 +470,8 @@ def overlap_tables(runs: pd.DataFrame, config: dict) -> list[Table]:
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells (no removals) stay NaN
         for (kind, stage), frames in mats.items():
             if frames:
-                mean = pd.DataFrame(np.nanmean(np.stack([f.to_numpy() for f in frames]), axis=0), index=names, columns=names)
+                mean = pd.DataFrame(np.nanmean(np.stack([f.to_numpy() for f in frames]), axis=0),
+                                    index=names, columns=names)
                 data = mean.rename_axis("criterion").reset_index()
             else:
                 data = pd.DataFrame(columns=["criterion"])
@@ -482,20 +485,21 @@ def overlap_tables(runs: pd.DataFrame, config: dict) -> list[Table]:
             tables.append(Table(f"{kind}_{stage}", data, display,
                                 caption(text, [n_runs] if n_runs else [], "element-wise mean over runs", "run")))
         rows = []
-        for c in names:
+        for c in names if "mean" in names else []:
             row = {"criterion": c}
             for stage in STAGES:
-                vals = np.array([f.loc[c, "mean"] for f in mats["iou", stage]], dtype=float) if "mean" in names else np.array([])
+                vals = np.array([f.loc[c, "mean"] for f in mats["iou", stage]], dtype=float)
                 vals = vals[~np.isnan(vals)]
                 row[f"iou_{stage}_mean"] = vals.mean() if len(vals) else float("nan")
                 row[f"iou_{stage}_std"] = vals.std(ddof=1) if len(vals) > 1 else float("nan")
             row["n"] = n_runs
             rows.append(row)
     cols = ["criterion", *[f"iou_{s}_{x}" for s in STAGES for x in ("mean", "std")], "n"]
-    data = pd.DataFrame(rows if "mean" in names else [], columns=cols)
+    data = pd.DataFrame(rows, columns=cols)
     display = pd.DataFrame({"criterion": data["criterion"]})
     for stage in STAGES:
-        display[f"IoU with |μ| ({stage})"] = [pm(a, b, ".3f") for a, b in zip(data[f"iou_{stage}_mean"], data[f"iou_{stage}_std"])]
+        display[f"IoU with |μ| ({stage})"] = [pm(a, b, ".3f")
+                                              for a, b in zip(data[f"iou_{stage}_mean"], data[f"iou_{stage}_std"])]
     display["n (runs)"] = data["n"]
     text = ("Per criterion: IoU of its removed set with the set |μ| ('mean') removes, at the first, middle and last "
             "update (1 − IoU: how much its removals differ), mean ± std over the ablation runs")
@@ -517,15 +521,17 @@ def robustness_tables(runs: pd.DataFrame, config: dict) -> list[Table]:
     for label, cells in pm_columns(stats, METRICS).items():
         display[label] = cells
     display["n (seeds)"] = stats["n"]
-    where = f"{rb.get('dataset')}/{rb.get('arch')}, d = {rb.get('density')} (dense VI: 1)" if rb else "no robustness in config"
+    where = (f"{rb.get('dataset')}/{rb.get('arch')}, d = {rb.get('density')} (dense VI: 1)" if rb
+             else "no robustness in config")
     text = f"Hyperparameter robustness: method × σ-init × KL scale ({where})"
     grid_table = Table("robustness", stats, display, caption(text, stats["n"]))
 
     spread = robustness_spread(stats)
     sdisplay = spread[["method", "cells"]].copy()
-    for c in ("acc_min", "acc_max", "acc_range", "acc_std"):
-        sdisplay[{"acc_min": "worst acc (%)", "acc_max": "best acc (%)", "acc_range": "max − min (points)",
-                  "acc_std": "std over cells (points)"}[c]] = spread[c].map(lambda v: "—" if pd.isna(v) else f"{v:.2f}")
+    headers = {"acc_min": "worst acc (%)", "acc_max": "best acc (%)", "acc_range": "max − min (points)",
+               "acc_std": "std over cells (points)"}
+    for column, header in headers.items():
+        sdisplay[header] = spread[column].map(lambda v: "—" if pd.isna(v) else f"{v:.2f}")
     sdisplay["worst cell"] = spread["worst_cell"]
     text = ("Robustness spread per method: min, max, max − min and std (ddof = 1) of the per-cell mean accuracy "
             "over the σ-init × KL-scale grid")
@@ -538,9 +544,9 @@ def robustness_spread(stats: pd.DataFrame) -> pd.DataFrame:
     for method, cells in stats.groupby("method", sort=False):
         acc = cells["acc_pct_mean"]
         worst = cells.loc[acc.idxmin()] if acc.notna().any() else None
+        where = "—" if worst is None else f"σ-init {worst['sigma_init']:g}, KL {worst['kl_scale']:g}"
         rows.append({"method": method, "cells": len(cells), "acc_min": acc.min(), "acc_max": acc.max(),
-                     "acc_range": acc.max() - acc.min(), "acc_std": acc.std(ddof=1),
-                     "worst_cell": "—" if worst is None else f"σ-init {worst['sigma_init']:g}, KL {worst['kl_scale']:g}"})
+                     "acc_range": acc.max() - acc.min(), "acc_std": acc.std(ddof=1), "worst_cell": where})
     return pd.DataFrame(rows, columns=["method", "cells", "acc_min", "acc_max", "acc_range", "acc_std", "worst_cell"])
 
 
@@ -579,12 +585,12 @@ def claim_c1(stats: pd.DataFrame, tol: float) -> dict:
     evaluated = [n for n in numbers if "drop_points" in n]
     worst = max(evaluated, key=lambda n: n["drop_points"], default=None)
     summary = "no dataset/arch with both dense VI and SSVI at d ∈ {0.1, 0.05}" if worst is None else (
-        f"largest drop {worst['drop_points']:.2f} points ({worst['dataset']}/{worst['arch']}, d = {worst['density']:g}) "
-        f"vs tolerance {tol:g}; {sum(checks)}/{len(checks)} groups pass")
-    definition = (f"For each dataset × arch and each d ∈ {{0.1, 0.05}}: drop = mean acc(dense VI) − mean acc(SSVI, d) "
-                  f"in points (seed means, default recipe); a group passes if drop ≤ claims.acc_drop_points = {tol:g}. "
-                  f"holds: every group with both runs passes; fails: some group fails; not enough runs: no group has "
-                  f"both (groups missing runs are listed and not counted).")
+        f"largest drop {worst['drop_points']:.2f} points ({worst['dataset']}/{worst['arch']}, "
+        f"d = {worst['density']:g}) vs tolerance {tol:g}; {sum(checks)}/{len(checks)} groups pass")
+    definition = (f"For each dataset × arch and each d ∈ {{0.1, 0.05}}: drop = mean acc(dense VI) − mean acc(SSVI, "
+                  f"d) in points (seed means, default recipe); a group passes if drop ≤ claims.acc_drop_points = "
+                  f"{tol:g}. holds: every group with both runs passes; fails: some group fails; not enough runs: no "
+                  f"group has both (groups missing runs are listed and not counted).")
     return {"claim": "C1", "statement": "At d ∈ {0.1, 0.05} SSVI accuracy is within 3 points of dense VI",
             "verdict": _verdict(checks), "summary": summary, "definition": definition, "numbers": numbers}
 
@@ -602,17 +608,18 @@ def claim_c2(stats: pd.DataFrame, target: float) -> dict:
             reduction = dense["train_flops_mean"] / ssvi["train_flops_mean"]
             claimed = min(target, 1.0 / d)
             ratios.append(reduction / claimed)
-            numbers.append({"dataset": dataset, "arch": arch, "density": d, "dense_train_flops": dense["train_flops_mean"],
-                            "ssvi_train_flops": ssvi["train_flops_mean"], "reduction": reduction, "one_over_d": 1.0 / d,
-                            "claimed": claimed, "reduction_over_claimed": reduction / claimed})
+            numbers.append({"dataset": dataset, "arch": arch, "density": d,
+                            "dense_train_flops": dense["train_flops_mean"],
+                            "ssvi_train_flops": ssvi["train_flops_mean"], "reduction": reduction, "one_over_d": 1.0 / d, "claimed": claimed,
+                            "reduction_over_claimed": reduction / claimed})
         checks.append(bool(max(ratios) >= 0.9))
     best = max(numbers, key=lambda n: n["reduction"], default=None)
     summary = "no dataset/arch with both dense VI and SSVI runs" if best is None else (
         f"max reduction {best['reduction']:.1f}× ({best['dataset']}/{best['arch']}, d = {best['density']:g}; "
         f"1/d = {best['one_over_d']:.0f}, target {target:g}); {sum(checks)}/{len(checks)} dataset/arch blocks pass")
-    definition = (f"For each dataset × arch and SSVI density d: reduction(d) = mean train FLOPs(dense VI) / mean train "
-                  f"FLOPs(SSVI, d); claimed(d) = min(claims.flops_reduction_target = {target:g}, 1/d). A block passes "
-                  f"if max_d reduction(d) / claimed(d) ≥ 0.9 (some density reaches 90% of 'up to {target:g}×', or "
+    definition = (f"For each dataset × arch and SSVI density d: reduction(d) = mean train FLOPs(dense VI) / mean "
+                  f"train FLOPs(SSVI, d); claimed(d) = min(claims.flops_reduction_target = {target:g}, 1/d). A block "
+                  f"passes if max_d reduction(d) / claimed(d) ≥ 0.9 (some density reaches 90% of 'up to {target:g}×', or "
                   f"≈ 1/d when 1/d < target). holds: every block with both methods passes; fails: some block fails.")
     return {"claim": "C2", "statement": "SSVI training FLOPs are up to 20× lower than dense VI's (≈ 1/d)",
             "verdict": _verdict(checks), "summary": summary, "definition": definition, "numbers": numbers}
@@ -628,16 +635,17 @@ def claim_c3(stats: pd.DataFrame) -> dict:
                 continue
             checks.append(bool(ssvi["acc_pct_mean"] >= other["acc_pct_mean"]))
             numbers.append({"dataset": ssvi["dataset"], "arch": ssvi["arch"], "density": ssvi["density"],
-                            "baseline": baseline, "ssvi_acc": ssvi["acc_pct_mean"], "baseline_acc": other["acc_pct_mean"],
+                            "baseline": baseline, "ssvi_acc": ssvi["acc_pct_mean"],
+                            "baseline_acc": other["acc_pct_mean"],
                             "margin_points": ssvi["acc_pct_mean"] - other["acc_pct_mean"],
                             "status": "pass" if checks[-1] else "fail"})
     worst = min(numbers, key=lambda n: n["margin_points"], default=None)
     summary = "no density with SSVI and a gradual-pruning or post-hoc run" if worst is None else (
         f"{sum(checks)}/{len(checks)} comparisons won; smallest margin {worst['margin_points']:+.2f} points "
         f"(vs {worst['baseline']}, {worst['dataset']}/{worst['arch']}, d = {worst['density']:g})")
-    definition = ("For each dataset × arch × density with SSVI: SSVI mean acc ≥ mean acc of gradual_pruning and of every "
-                  "post-hoc fine-tune variant at that density (seed means, default recipe). holds: every comparison made "
-                  "is won; fails: some is lost; not enough runs: no comparison possible.")
+    definition = ("For each dataset × arch × density with SSVI: SSVI mean acc ≥ mean acc of gradual_pruning and of "
+                  "every post-hoc fine-tune variant at that density (seed means, default recipe). holds: every "
+                  "comparison made is won; fails: some is lost; not enough runs: no comparison possible.")
     return {"claim": "C3", "statement": "SSVI beats the gradual-pruning and post-hoc baselines at equal density",
             "verdict": _verdict(checks), "summary": summary, "definition": definition, "numbers": numbers}
 
@@ -653,15 +661,17 @@ def claim_c4(robust: pd.DataFrame) -> dict:
                     "std": cells[m].loc[shared].std(ddof=1)} for m in cells}
         checks = [bool(stat["ssvi"]["range"] <= stat["dense_vi"]["range"]),
                   bool(stat["ssvi"]["worst"] >= stat["dense_vi"]["worst"])]
-        numbers = [{"method": m, "cells": len(shared), **{f"acc_{k}": v for k, v in s.items()}} for m, s in stat.items()]
+        numbers = [{"method": m, "cells": len(shared), **{f"acc_{k}": v for k, v in s.items()}}
+                   for m, s in stat.items()]
         summary = (f"over {len(shared)} shared cells: range SSVI {stat['ssvi']['range']:.2f} vs dense VI "
                    f"{stat['dense_vi']['range']:.2f} points; worst SSVI {stat['ssvi']['worst']:.2f} vs dense VI "
-                   f"{stat['dense_vi']['worst']:.2f}%; std SSVI {stat['ssvi']['std']:.2f} vs dense VI {stat['dense_vi']['std']:.2f}")
+                   f"{stat['dense_vi']['worst']:.2f}%; std SSVI {stat['ssvi']['std']:.2f} vs dense VI "
+                   f"{stat['dense_vi']['std']:.2f}")
     else:
         summary = f"{len(shared)} σ-init × KL cells with both dense VI and SSVI runs (need ≥ 2)"
-    definition = ("Over the σ-init × KL-scale cells where both dense VI and SSVI ran (≥ 2 cells), with per-cell seed-mean "
-                  "acc: holds if SSVI's spread (max − min) ≤ dense VI's AND SSVI's worst cell ≥ dense VI's worst cell; "
-                  "fails otherwise; std over cells is reported, not used.")
+    definition = ("Over the σ-init × KL-scale cells where both dense VI and SSVI ran (≥ 2 cells), with per-cell "
+                  "seed-mean acc: holds if SSVI's spread (max − min) ≤ dense VI's AND SSVI's worst cell ≥ dense VI's "
+                  "worst cell; fails otherwise; std over cells is reported, not used.")
     return {"claim": "C4", "statement": "SSVI is more robust than dense VI across the hyperparameter grid",
             "verdict": _verdict(checks), "summary": summary, "definition": definition, "numbers": numbers}
 
@@ -685,9 +695,9 @@ def claim_c5(stats: pd.DataFrame) -> dict:
         f"{len(wins)}/{len(numbers)} (density, metric) pairs match or beat dense VI"
         + (": " + ", ".join(f"{n['dataset']}/{n['arch']} d={n['density']:g} {SHORT[n['metric']]}" for n in wins[:6])
            if wins else ""))
-    definition = ("For each dataset × arch × SSVI density and each metric in {acc, NLL, ECE top-label, ECE authors'}: "
-                  "SSVI matches or beats dense VI if its seed mean is at least as good within the larger of the two "
-                  "seed stds (0 when n = 1). holds: at least one (density, metric) pair does; fails: none does.")
+    definition = ("For each dataset × arch × SSVI density and each metric in {acc, NLL, ECE top-label, ECE "
+                  "authors'}: SSVI matches or beats dense VI if its seed mean is at least as good within the larger "
+                  "of the two seed stds (0 when n = 1). holds: at least one (density, metric) pair does; fails: none does.")
     return {"claim": "C5", "statement": "SSVI sometimes matches or beats dense VI on accuracy and uncertainty metrics",
             "verdict": verdict, "summary": summary, "definition": definition, "numbers": numbers}
 
@@ -697,15 +707,16 @@ def claim_c6(criteria: pd.DataFrame) -> dict:
     checks, numbers = [], []
     if {"SNR_mean_abs", "mean"} <= set(cells.index):
         snr, mean = cells.loc["SNR_mean_abs"], cells.loc["mean"]
-        checks = [at_least_as_good(snr["acc_pct_mean"], snr["acc_pct_std"], mean["acc_pct_mean"], mean["acc_pct_std"], True)]
+        checks = [at_least_as_good(snr["acc_pct_mean"], snr["acc_pct_std"], mean["acc_pct_mean"],
+                                   mean["acc_pct_std"], higher_is_better=True)]
         numbers = [{"criterion": c, "acc_mean": cells.loc[c, "acc_pct_mean"], "acc_std": cells.loc[c, "acc_pct_std"],
                     "n": int(cells.loc[c, "n"])} for c in ("SNR_mean_abs", "mean")]
         summary = (f"acc SNR(|θ|) {pm(snr['acc_pct_mean'], snr['acc_pct_std'], '.2f')} vs "
                    f"|μ| {pm(mean['acc_pct_mean'], mean['acc_pct_std'], '.2f')} %")
     else:
         summary = "criteria ablation lacks the SNR_mean_abs or the mean run"
-    definition = ("In the criteria ablation: holds if mean acc(SNR_mean_abs) ≥ mean acc(mean) − max(std of the two) "
-                  "(std 0 when n = 1); fails otherwise.")
+    definition = ("In the criteria ablation: holds if mean acc(SNR_mean_abs) ≥ mean acc(mean) − max(std of the "
+                  "two) (std 0 when n = 1); fails otherwise.")
     return {"claim": "C6", "statement": "The SNR(|θ|) criterion is at least as good as |μ|",
             "verdict": _verdict(checks), "summary": summary, "definition": definition, "numbers": numbers}
 
@@ -817,14 +828,18 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="workflow config (YAML or JSON), e.g. config/config.yaml")
     parser.add_argument("--out", default="results/tables", help="output folder of the tables")
-    parser.add_argument("--expected", default=str(DEFAULT_EXPECTED), help="the paper's values (null = not filled)")
+    parser.add_argument("--expected", type=Path, default=None,
+                        help=f"the paper's values, null = not filled (default: {DEFAULT_EXPECTED.relative_to(REPO)})")
     parser.add_argument("--allow-missing", action="store_true", help="skip run dirs without metrics.json")
     parser.add_argument("run_dirs", nargs="*", help="finished run dirs (default: every run of the config's grid)")
     args = parser.parse_args(argv)
+    if args.expected is not None and not args.expected.is_file():
+        parser.error(f"--expected {args.expected} does not exist")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     config = yaml.safe_load(Path(args.config).read_text())
     try:
-        tables = aggregate(config, args.out, args.run_dirs or None, args.expected, args.allow_missing)
+        tables = aggregate(config, args.out, args.run_dirs or None, args.expected or DEFAULT_EXPECTED,
+                           args.allow_missing)
     except MissingRunsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
