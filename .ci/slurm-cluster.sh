@@ -135,6 +135,9 @@ AccountingStoragePort=6819
 AccountingStoreFlags=job_comment
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=30"
+    # record GPU allocations too, so `sacct --format=AllocTRES` shows gres/gpu=N per job
+    [[ $FAKE_GPU == 1 ]] && acct+="
+AccountingStorageTRES=gres/gpu"
   else
     acct="AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none"

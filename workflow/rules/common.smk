@@ -45,6 +45,10 @@ def run_dir(path):
     return f"{RESULTS}/runs/{path}"
 
 
+def run_file(path, name):
+    return str(Path(run_dir(path)) / name)
+
+
 def run_of(wildcards):
     path = f"{wildcards.dataset}/{wildcards.arch}/{wildcards.method}/{wildcards.variant}/d{wildcards.density}/seed{wildcards.seed}"
     if path not in RUNS:
@@ -55,9 +59,9 @@ def run_of(wildcards):
 def train_inputs(wildcards):
     """Data must be verified first; a post-hoc run needs its finished dense_vi run (a real DAG edge)."""
     run = run_of(wildcards)
-    inputs = {"data": f"{RESULTS}/data/{run.dataset}.json"}
+    inputs = {"data": ancient(f"{RESULTS}/data/{run.dataset}.json")}  # re-verifying data must not retrain
     if run.method == "posthoc":
-        inputs["dense"] = run_dir(grid.dense_source(config, run.dataset, run.arch, run.seed).path) + "/metrics.json"
+        inputs["dense"] = run_file(grid.dense_source(config, run.dataset, run.arch, run.seed).path, "metrics.json")
     return inputs
 
 
@@ -67,11 +71,11 @@ def train_arguments(wildcards, threads):
 
 
 def all_metrics():
-    return [run_dir(path) + "/metrics.json" for path in sorted(RUNS)]
+    return [run_file(path, "metrics.json") for path in sorted(RUNS)]
 
 
 def all_evaluations():
-    return [run_dir(path) + "/ood_shift.json" for path in sorted(RUNS)]
+    return [run_file(path, "ood_shift.json") for path in sorted(RUNS)]
 
 
 def all_outputs():

@@ -10,9 +10,11 @@ rule prepare_data:
     output:
         f"{RESULTS}/data/{{dataset}}.json",
     params:
+        python=PYTHON,
+        data_dir=DATA_DIR,
         download="--download" if config.get("download", False) else "",
     log:
         f"{RESULTS}/logs/prepare_data/{{dataset}}.log",
     shell:
-        "{PYTHON} -m ssvi data --dataset {wildcards.dataset} --data-dir {DATA_DIR:q} {params.download} "
+        "{params.python} -m ssvi data --dataset {wildcards.dataset} --data-dir {params.data_dir:q} {params.download} "
         "--record {output:q} > {log:q} 2>&1"

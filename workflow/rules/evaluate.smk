@@ -7,6 +7,8 @@ rule evaluate:
     output:
         f"{RESULTS}/runs/{{dataset}}/{{arch}}/{{method}}/{{variant}}/d{{density}}/seed{{seed}}/ood_shift.json",
     params:
+        python=PYTHON,
+        data_dir=DATA_DIR,
         run=lambda wc, input: str(Path(input.metrics).parent),
     log:
         f"{RESULTS}/logs/evaluate/{{dataset}}/{{arch}}/{{method}}/{{variant}}/d{{density}}/seed{{seed}}.log",
@@ -18,4 +20,4 @@ rule evaluate:
         mem_mb=RESOURCES.get("mem_mb", 2000),
         runtime=lambda wc, attempt: max(10, RESOURCES.get("runtime_min", 60) // 4) * attempt,
     shell:
-        "{PYTHON} -m ssvi evaluate --run {params.run:q} --data-dir {DATA_DIR:q} --threads {threads} > {log:q} 2>&1"
+        "{params.python} -m ssvi evaluate --run {params.run:q} --data-dir {params.data_dir:q} --threads {threads} > {log:q} 2>&1"

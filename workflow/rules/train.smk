@@ -7,6 +7,7 @@ rule train:
     output:
         metrics=f"{RESULTS}/runs/{{dataset}}/{{arch}}/{{method}}/{{variant}}/d{{density}}/seed{{seed}}/metrics.json",
     params:
+        python=PYTHON,
         out=lambda wc, output: str(Path(output.metrics).parent),
         arguments=lambda wc, threads: train_arguments(wc, threads),
     log:
@@ -20,7 +21,7 @@ rule train:
         # a retried job (--retries) gets more time: attempt 2 twice, attempt 3 three times
         runtime=lambda wc, attempt: RESOURCES.get("runtime_min", 60) * attempt,
     shell:
-        "{PYTHON} -m ssvi train --out {params.out:q} {params.arguments} > {log:q} 2>&1"
+        "{params.python} -m ssvi train --out {params.out:q} {params.arguments} > {log:q} 2>&1"
 
 
 localrules:

@@ -1,11 +1,13 @@
-"""Tables and claim verdicts from finished runs. Reads result files only (metrics.json, subspace.json);
-never trains.
+"""Tables and claim verdicts from finished runs. Reads result files only (metrics.json, subspace.json,
+ood_shift.json); never trains.
 
     python workflow/scripts/aggregate.py --config config/config.yaml --out results/tables [RUN_DIR ...]
-        [--expected results/expected/paper.yaml] [--allow-missing]
+        [--expected results/expected/paper.yaml] [--allow-missing] [--require-eval]
 
 Without RUN_DIRs every run of the config's grid (``workflow/scripts/grid.py``) is read from
 ``<results_dir>/runs``. A run dir without ``metrics.json`` is an error naming it, unless ``--allow-missing``.
+A finished run's ``ood_shift.json`` (``python -m ssvi evaluate``) is read when present; a run without it has
+no OOD / shift values, unless ``--require-eval``, which makes it an error naming the runs.
 
 Each table ``<name>`` is written three times into ``--out``: ``<name>.csv`` holds the numbers (mean and
 std in separate columns; what the figure scripts read), ``<name>.md`` and ``<name>.tex`` the display
@@ -19,11 +21,19 @@ std in separate columns; what the figure scripts read), ``<name>.md`` and ``<nam
                           6x6 criteria overlap matrices of the ablation runs' subspace updates
     criteria_vs_mean      per criterion: IoU of its removed set with the |mu| criterion's, start/middle/end
     robustness            method x sigma_init x kl_scale grid;  robustness_spread: spread per method
-    claims                C1-C6 of the reference (section 7): verdict, numbers, exact rule (+ claims.json)
+    ood                   OOD detection, default recipe: CSV one row per dataset x arch x method x density x OOD
+                          set x score (auroc/aupr/fpr95 mean, std); MD/TEX one row per cell, a column per
+                          (OOD set, score, metric)
+    shift                 distribution shift: dataset x arch x method x density x severity (1-5, and "all" =
+                          mean over every corruption and severity), metrics averaged over corruptions
+    shift_corruptions     distribution shift per corruption, averaged over severities
+    claims                C1-C6 of the reference (section 7), plus C5-ood and C5-shift: verdict, numbers,
+                          exact rule (+ claims.json)
     runs.csv              one row per run (CSV only)
 
 Conventions: accuracy in percent; std over seeds with ddof = 1, empty in CSV and shown as "—" when
-n = 1; FLOPs are FLOPs (2 per multiply-add), not multiply-adds (MACs).
+n = 1; FLOPs are FLOPs (2 per multiply-add), not multiply-adds (MACs). OOD and shift values are first
+reduced per run (mean over corruptions / severities), then summarised over seeds.
 """
 
 from __future__ import annotations
@@ -53,7 +63,7 @@ import grid  # noqa: E402  (workflow/scripts/grid.py: the one place runs and pat
 
 log = logging.getLogger("aggregate")
 
-METRICS_FILE, SUBSPACE_FILE = "metrics.json", "subspace.json"
+METRICS_FILE, SUBSPACE_FILE, EVAL_FILE = "metrics.json", "subspace.json", "ood_shift.json"
 DEFAULT_EXPECTED = REPO / "results" / "expected" / "paper.yaml"
 
 # ---- metrics: column name -> display header, number format, direction --------------------------------
@@ -67,11 +77,18 @@ LABELS = {
     "brier": "Brier",
     "train_flops": "train FLOPs",
     "test_flops": "test FLOPs",
+    "auroc": "AUROC",
+    "aupr": "AUPR",
+    "fpr95": "FPR95",
 }
 FORMATS = {"acc_pct": ".2f", "nll": ".4f", "ece": ".4f", "ece_ssvi": ".4f", "brier": ".4f",
-           "train_flops": ".3g", "test_flops": ".3g"}
+           "train_flops": ".3g", "test_flops": ".3g", "auroc": ".4f", "aupr": ".4f", "fpr95": ".4f"}
 SHORT = {"acc_pct": "acc", "nll": "NLL", "ece": "ECE", "ece_ssvi": "ECE (authors')", "brier": "Brier"}
-HIGHER_IS_BETTER = {"acc_pct": True, "nll": False, "ece": False, "ece_ssvi": False, "brier": False}
+HIGHER_IS_BETTER = {"acc_pct": True, "nll": False, "ece": False, "ece_ssvi": False, "brier": False,
+                    "auroc": True, "aupr": True, "fpr95": False}
+OOD_METRICS = ["auroc", "aupr", "fpr95"]
+OOD_SCORES = ["max_prob", "neg_entropy", "neg_mutual_info"]  # ssvi/shift.py's order; unknown scores follow
+SEVERITY_ALL = "all"  # the shift table's row: mean over every corruption and severity
 # keys of the expected-values file -> our columns ("acc" there is in percent, like the paper's table)
 EXPECTED_METRICS = {"acc": "acc_pct", "nll": "nll", "ece": "ece", "ece_ssvi": "ece_ssvi", "brier": "brier"}
 DEFAULT_TOLERANCES = {"acc": 1.0, "nll": 0.05, "ece": 0.01, "ece_ssvi": 0.01, "brier": 0.01}
@@ -81,6 +98,11 @@ ECE_NOTE = ("ECE = top-label L1 ECE, 15 equal-width bins (Guo et al. 2017); ECE 
 FLOPS_NOTE = ("FLOPs are FLOPs (2 per multiply-add), not MACs; train FLOPs = whole training run (post-hoc "
               "includes its dense VI source), test FLOPs = one forward pass per image")
 STD_NOTE = "mean ± std over seeds (std with ddof = 1; '—' when n = 1)"
+OOD_NOTE = ("OOD scores, higher score = more in-distribution: max_prob = maximum softmax probability of the "
+            "posterior predictive, neg_entropy = negative predictive entropy, neg_mutual_info = negative mutual "
+            "information between prediction and weights (epistemic); AUROC; AUPR = average precision with the "
+            "in-distribution test set as the positive class; FPR95 = fraction of OOD inputs scored at or above "
+            "the threshold where 95% of in-distribution inputs pass (FPR at 95% TPR, lower is better)")
 
 CLAIM_DENSITIES = (0.1, 0.05)  # reference section 7, C1
 HOLDS, FAILS, NOT_ENOUGH = "holds", "fails", "not enough runs"
@@ -95,6 +117,14 @@ class MissingRunsError(RuntimeError):
     """Run directories without a finished ``metrics.json``; the message names them."""
 
 
+class MissingEvalError(RuntimeError):
+    """Finished runs without ``ood_shift.json`` under ``--require-eval``; the message names them."""
+
+
+class EvalFileError(RuntimeError):
+    """An ``ood_shift.json`` that cannot be read or belongs to another run; the message names it."""
+
+
 @dataclass
 class Table:
     name: str
@@ -102,6 +132,7 @@ class Table:
     display: pd.DataFrame                            # formatted cells -> <name>.md, <name>.tex
     caption: str
     blocks: list[str] = field(default_factory=list)  # Markdown: one sub-table per value of these columns
+    prune_blocks: bool = False                       # Markdown: drop a block's columns that are all "—"
 
 
 # ======================================================================================================
@@ -174,6 +205,66 @@ def load_runs(config: dict, run_dirs=None, allow_missing: bool = False) -> pd.Da
         log.warning("skipping unfinished run %s (no %s)", d, METRICS_FILE)
     rows = [run_row(d, json.loads((d / METRICS_FILE).read_text()), defaults) for d in dirs if d not in missing]
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
+
+
+@dataclass
+class Evaluations:
+    """The runs' ood_shift.json files in long format, keyed by run_dir (the runs table's column)."""
+    ood: pd.DataFrame                                          # run_dir, ood_set, score, auroc, aupr, fpr95
+    shift: pd.DataFrame                                        # run_dir, corruption, severity, acc_pct, nll, ...
+    missing_sets: dict[str, list[str]] = field(default_factory=dict)  # OOD set -> runs where it was skipped
+    shift_sources: list[str] = field(default_factory=list)
+
+    @classmethod
+    def empty(cls) -> "Evaluations":
+        return cls(pd.DataFrame(columns=EVAL_OOD_COLUMNS), pd.DataFrame(columns=EVAL_SHIFT_COLUMNS))
+
+
+EVAL_OOD_COLUMNS = ["run_dir", "ood_set", "score", *OOD_METRICS]
+EVAL_SHIFT_COLUMNS = ["run_dir", "corruption", "severity", *METRICS]
+
+
+def load_evaluations(runs: pd.DataFrame, require: bool = False) -> Evaluations:
+    """Read ``ood_shift.json`` of every run in ``runs`` that has one. ``require``: a run without it raises
+    MissingEvalError naming every such run. A file of another run (method/dataset/arch/seed differ) or
+    unreadable JSON raises EvalFileError. OOD sets recorded as {"missing": ...} give no values."""
+    run_dirs = list(runs["run_dir"]) if not runs.empty else []
+    missing = [d for d in run_dirs if not (Path(d) / EVAL_FILE).is_file()]
+    if missing and require:
+        raise MissingEvalError(f"{len(missing)} finished run(s) have no {EVAL_FILE} (run `python -m ssvi evaluate "
+                               f"--run RUN_DIR`, or drop --require-eval):\n  " + "\n  ".join(missing))
+    if missing:
+        log.info("%d run(s) without %s: no OOD / shift values for them", len(missing), EVAL_FILE)
+    evals, ood, shift = Evaluations.empty(), [], []
+    for _, run in runs.iterrows():
+        path = Path(run["run_dir"]) / EVAL_FILE
+        if run["run_dir"] in missing:
+            continue
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise EvalFileError(f"{path}: cannot read ({err})") from err
+        other = {k: (data.get(k), run[k]) for k in ("method", "dataset", "arch", "seed")
+                 if k in data and data[k] != run[k]}
+        if other:
+            diffs = ", ".join(f"{k}: {a!r} there, {b!r} in {METRICS_FILE}" for k, (a, b) in other.items())
+            raise EvalFileError(f"{path} belongs to another run ({diffs}); re-run ssvi evaluate")
+        for ood_set, scores in (data.get("ood") or {}).items():
+            if "missing" in scores:
+                evals.missing_sets.setdefault(ood_set, []).append(run["run_dir"])
+                continue
+            ood += [{"run_dir": run["run_dir"], "ood_set": ood_set, "score": score,
+                     **{m: _num(values.get(m)) for m in OOD_METRICS}} for score, values in scores.items()]
+        shift += [{"run_dir": run["run_dir"], "corruption": r["corruption"], "severity": int(r["severity"]),
+                   "acc_pct": 100 * _num(r.get("acc")), **{m: _num(r.get(m)) for m in METRICS[1:]}}
+                  for r in data.get("shift") or []]
+        if data.get("shift") and data.get("shift_source") and data["shift_source"] not in evals.shift_sources:
+            evals.shift_sources.append(data["shift_source"])
+    for ood_set, dirs in evals.missing_sets.items():
+        log.warning("OOD set %s was skipped by ssvi evaluate in %d run(s), e.g. %s", ood_set, len(dirs), dirs[0])
+    evals.ood = pd.DataFrame(ood, columns=EVAL_OOD_COLUMNS)
+    evals.shift = pd.DataFrame(shift, columns=EVAL_SHIFT_COLUMNS)
+    return evals
 
 
 def read_subspace(run_dir: str | Path) -> list[dict]:
@@ -269,6 +360,11 @@ def main_runs(runs: pd.DataFrame) -> pd.DataFrame:
     return runs[(runs["variant"] == grid.DEFAULT) | posthoc_ft]
 
 
+def main_cells(runs: pd.DataFrame) -> pd.DataFrame:
+    """main_runs with the method column replaced by its label (post-hoc rows: 'posthoc (ft E)')."""
+    return main_runs(runs).assign(method=lambda f: f["label"]) if not runs.empty else runs
+
+
 def ablation_runs(runs: pd.DataFrame, config: dict) -> pd.DataFrame:
     ab = config.get("criteria_ablation")
     if not ab or runs.empty:
@@ -296,10 +392,12 @@ def robustness_runs(runs: pd.DataFrame, config: dict) -> pd.DataFrame:
 # tables
 # ======================================================================================================
 
+CELL_KEYS = ["dataset", "arch", "method", "density"]
+
+
 def main_stats(runs: pd.DataFrame, config: dict) -> pd.DataFrame:
     """Numbers of the main table: one row per dataset x arch x method label x density."""
-    cells = main_runs(runs).assign(method=lambda f: f["label"]) if not runs.empty else runs
-    stats = sort_cells(seed_stats(cells, ["dataset", "arch", "method", "density"], METRICS + FLOPS), config)
+    stats = sort_cells(seed_stats(main_cells(runs), CELL_KEYS, METRICS + FLOPS), config)
     dense = stats[stats["method"] == "dense_vi"].set_index(["dataset", "arch"])["train_flops_mean"]
     stats["train_flops_reduction_vs_dense_vi"] = [dense.get((d, a), float("nan")) / flops for d, a, flops
                                                   in zip(stats["dataset"], stats["arch"], stats["train_flops_mean"])]
@@ -550,6 +648,103 @@ def robustness_spread(stats: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["method", "cells", "acc_min", "acc_max", "acc_range", "acc_std", "worst_cell"])
 
 
+def _ranked(frame: pd.DataFrame, column: str, order: list) -> pd.DataFrame:
+    """Stable sort by the position of ``column``'s values in ``order`` (unknown values last, as found)."""
+    order = list(dict.fromkeys([*order, *frame[column]]))
+    return frame.sort_values(column, key=lambda col: col.map(order.index), kind="stable")
+
+
+def _eval_cells(runs: pd.DataFrame, values: pd.DataFrame) -> pd.DataFrame:
+    """The main-table runs (method = label) joined with their per-run OOD or shift rows."""
+    cells = main_cells(runs)
+    if cells.empty or values.empty:
+        return pd.DataFrame(columns=[*CELL_KEYS, "run_dir", *values.columns[1:]])
+    return cells[[*CELL_KEYS, "run_dir"]].merge(values, on="run_dir")
+
+
+def _per_run_mean(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Mean of METRICS per run and ``by`` (NaN if any averaged value is NaN, like ssvi/shift.py)."""
+    return frame.groupby([*CELL_KEYS, "run_dir", *by], sort=False)[METRICS].mean(skipna=False).reset_index()
+
+
+def _n_text(ns) -> str:
+    ns = [int(n) for n in ns]
+    return "0" if not ns else str(ns[0]) if min(ns) == max(ns) else f"{min(ns)}–{max(ns)}"
+
+
+def ood_stats(runs: pd.DataFrame, evals: Evaluations, config: dict) -> pd.DataFrame:
+    """One row per dataset x arch x method label x density x OOD set x score: n, auroc/aupr/fpr95 mean, std."""
+    cells = _eval_cells(runs, evals.ood)
+    if not cells.empty:
+        cells = _ranked(_ranked(cells, "score", OOD_SCORES), "ood_set", [])
+    return sort_cells(seed_stats(cells, [*CELL_KEYS, "ood_set", "score"], OOD_METRICS), config)
+
+
+def ood_table(stats: pd.DataFrame, evals: Evaluations, runs: pd.DataFrame) -> Table:
+    pairs = list(dict.fromkeys(zip(stats["ood_set"], stats["score"])))
+    lookup = {tuple(r[[*CELL_KEYS, "ood_set", "score"]]): r for _, r in stats.iterrows()}
+    columns = [*CELL_KEYS, *[f"{s} / {sc} {LABELS[m]}" for s, sc in pairs for m in OOD_METRICS], "n (seeds)"]
+    rows = []
+    for cell in dict.fromkeys(zip(*(stats[k] for k in CELL_KEYS))):
+        row, ns = dict(zip(CELL_KEYS, cell)), []
+        row["density"] = f"{row['density']:g}"
+        for ood_set, score in pairs:
+            r = lookup.get((*cell, ood_set, score))
+            ns += [] if r is None else [r["n"]]
+            for m in OOD_METRICS:
+                row[f"{ood_set} / {score} {LABELS[m]}"] = "—" if r is None else pm(r[f"{m}_mean"], r[f"{m}_std"],
+                                                                                  FORMATS[m])
+        row["n (seeds)"] = _n_text(ns)
+        rows.append(row)
+    main_dirs = set(main_cells(runs)["run_dir"]) if not runs.empty else set()
+    skipped = {s: sum(d in main_dirs for d in dirs) for s, dirs in evals.missing_sets.items()}
+    skipped_note = "; ".join(f"{s} skipped in {n} run(s) (data missing when ssvi evaluate ran)"
+                             for s, n in skipped.items() if n)
+    text = ("OOD detection (ood_shift.json of ssvi evaluate), default recipe, final-epoch model, posterior "
+            "predictive, in-distribution test set vs each OOD set; post-hoc rows labelled with their fine-tune "
+            f"epochs; values per run, then over seeds. {OOD_NOTE}" + (f". {skipped_note}" if skipped_note else ""))
+    return Table("ood", stats, pd.DataFrame(rows, columns=columns), caption(text, stats["n"]),
+                 blocks=["dataset", "arch"], prune_blocks=True)
+
+
+def _shift_text(evals: Evaluations) -> str:
+    sources = ", ".join(evals.shift_sources) or "none recorded"
+    corruptions = ", ".join(dict.fromkeys(evals.shift["corruption"])) or "none"
+    return (f"Distribution shift (ood_shift.json of ssvi evaluate), default recipe, final-epoch model, posterior "
+            f"predictive on corrupted test sets (source: {sources}; corruptions: {corruptions}); post-hoc rows "
+            f"labelled with their fine-tune epochs")
+
+
+def shift_tables(runs: pd.DataFrame, evals: Evaluations, config: dict) -> list[Table]:
+    """shift: per severity (mean over corruptions) + 'all'; shift_corruptions: per corruption (mean over severities)."""
+    cells = _eval_cells(runs, evals.shift)
+    keys = [*CELL_KEYS, "severity"]
+    if cells.empty:
+        stats = seed_stats(cells, keys, METRICS)
+        per_corruption = seed_stats(cells, [*CELL_KEYS, "corruption"], METRICS)
+    else:
+        by_severity = seed_stats(_per_run_mean(cells, ["severity"]).sort_values("severity", kind="stable"),
+                                 keys, METRICS)
+        by_severity["severity"] = by_severity["severity"].map(lambda v: str(int(v)))
+        overall = seed_stats(_per_run_mean(cells, []).assign(severity=SEVERITY_ALL), keys, METRICS)
+        stats = sort_cells(pd.concat([by_severity, overall], ignore_index=True), config)
+        per_corruption = sort_cells(seed_stats(_ranked(_per_run_mean(cells, ["corruption"]), "corruption", []),
+                                               [*CELL_KEYS, "corruption"], METRICS), config)
+    tables = []
+    for name, frame, what in (
+            ("shift", stats, f"per severity 1–5 the metrics averaged over corruptions per run; severity "
+                             f"'{SEVERITY_ALL}' = mean over every corruption and severity"),
+            ("shift_corruptions", per_corruption, "per corruption the metrics averaged over severities 1–5 per run")):
+        display = frame.drop(columns=[c for c in frame.columns if c.endswith(("_mean", "_std")) or c == "n"])
+        display["density"] = display["density"].map(lambda d: f"{d:g}")
+        for label, column in pm_columns(frame, METRICS).items():
+            display[label] = column
+        display["n (seeds)"] = frame["n"]
+        tables.append(Table(name, frame, display, caption(f"{_shift_text(evals)}: {what}", frame["n"]),
+                            blocks=["dataset", "arch"]))
+    return tables
+
+
 # ======================================================================================================
 # claims (reference section 7)
 # ======================================================================================================
@@ -558,9 +753,13 @@ def _verdict(checks: list[bool]) -> str:
     return NOT_ENOUGH if not checks else (HOLDS if all(checks) else FAILS)
 
 
-def _cell(stats: pd.DataFrame, dataset: str, arch: str, method: str, density: float):
-    rows = stats[(stats["dataset"] == dataset) & (stats["arch"] == arch) & (stats["method"] == method)
-                 & stats["density"].map(lambda d: close(d, density))]
+def _cell(stats: pd.DataFrame, dataset: str, arch: str, method: str, density: float, **extra):
+    """The row of one cell (``extra``: further columns that must be equal, e.g. ood_set, score), or None."""
+    keep = ((stats["dataset"] == dataset) & (stats["arch"] == arch) & (stats["method"] == method)
+            & stats["density"].map(lambda d: close(d, density)))
+    for column, value in extra.items():
+        keep &= stats[column] == value
+    rows = stats[keep]
     return None if rows.empty else rows.iloc[0]
 
 
@@ -702,6 +901,64 @@ def claim_c5(stats: pd.DataFrame) -> dict:
             "verdict": verdict, "summary": summary, "definition": definition, "numbers": numbers}
 
 
+def _matches_dense(stats: pd.DataFrame, metric: str, extra_keys: list[str]) -> list[dict]:
+    """Every SSVI row against dense VI (d = 1) of the same dataset, arch and ``extra_keys``: seed means, stds
+    and at_least_as_good (within the larger seed std)."""
+    numbers = []
+    for _, ssvi in stats[stats["method"] == "ssvi"].iterrows():
+        extra = {k: ssvi[k] for k in extra_keys}
+        dense = _cell(stats, ssvi["dataset"], ssvi["arch"], "dense_vi", 1.0, **extra)
+        if dense is None or pd.isna(ssvi[f"{metric}_mean"]) or pd.isna(dense[f"{metric}_mean"]):
+            continue
+        ok = at_least_as_good(ssvi[f"{metric}_mean"], ssvi[f"{metric}_std"], dense[f"{metric}_mean"],
+                              dense[f"{metric}_std"], HIGHER_IS_BETTER[metric])
+        numbers.append({"dataset": ssvi["dataset"], "arch": ssvi["arch"], "density": ssvi["density"], **extra,
+                        "metric": metric, "ssvi": ssvi[f"{metric}_mean"], "ssvi_std": ssvi[f"{metric}_std"],
+                        "dense_vi": dense[f"{metric}_mean"], "dense_vi_std": dense[f"{metric}_std"],
+                        "matches_or_beats": ok})
+    return numbers
+
+
+def _some_verdict(numbers: list[dict]) -> str:
+    return NOT_ENOUGH if not numbers else (HOLDS if any(n["matches_or_beats"] for n in numbers) else FAILS)
+
+
+def claim_c5_ood(ood: pd.DataFrame) -> dict:
+    numbers = _matches_dense(ood, "auroc", ["ood_set", "score"])
+    wins = [n for n in numbers if n["matches_or_beats"]]
+    best = max(numbers, key=lambda n: n["ssvi"] - n["dense_vi"], default=None)
+    summary = "no SSVI run with a dense VI run of the same dataset/arch and OOD evaluation" if best is None else (
+        f"{len(wins)}/{len(numbers)} (density, OOD set, score) triples match or beat dense VI; best: "
+        f"{best['dataset']}/{best['arch']} d={best['density']:g} {best['ood_set']}/{best['score']} AUROC SSVI "
+        f"{pm(best['ssvi'], best['ssvi_std'], '.4f')} vs dense VI {pm(best['dense_vi'], best['dense_vi_std'], '.4f')}")
+    definition = ("For each dataset × arch × SSVI density, OOD set and score (max_prob, neg_entropy, "
+                  "neg_mutual_info; higher = more in-distribution): SSVI matches or beats dense VI if its seed-mean "
+                  "AUROC ≥ dense VI's − the larger of the two seed stds (0 when n = 1). holds: at least one "
+                  "(density, OOD set, score) triple does; fails: none does; not enough runs: no pair with OOD "
+                  "results (ood_shift.json).")
+    return {"claim": "C5-ood", "statement": "SSVI's OOD detection (AUROC, any score) matches or beats dense VI's at "
+            "some density", "verdict": _some_verdict(numbers), "summary": summary, "definition": definition,
+            "numbers": numbers}
+
+
+def claim_c5_shift(shift: pd.DataFrame) -> dict:
+    overall = shift[shift["severity"].astype(str) == SEVERITY_ALL] if not shift.empty else shift
+    numbers = _matches_dense(overall, "acc_pct", [])
+    wins = [n for n in numbers if n["matches_or_beats"]]
+    best = max(numbers, key=lambda n: n["ssvi"] - n["dense_vi"], default=None)
+    summary = "no SSVI run with a dense VI run of the same dataset/arch and shift results" if best is None else (
+        f"{len(wins)}/{len(numbers)} densities match or beat dense VI; best: {best['dataset']}/{best['arch']} "
+        f"d={best['density']:g} corrupted acc SSVI {pm(best['ssvi'], best['ssvi_std'], '.2f')} vs dense VI "
+        f"{pm(best['dense_vi'], best['dense_vi_std'], '.2f')} %")
+    definition = ("For each dataset × arch × SSVI density: corrupted accuracy = per run the mean accuracy over every "
+                  "corruption and severity 1–5 (table shift, severity 'all'); SSVI matches or beats dense VI if its "
+                  "seed mean ≥ dense VI's − the larger of the two seed stds (0 when n = 1). holds: at least one "
+                  "density does; fails: none does; not enough runs: no pair with shift results (ood_shift.json).")
+    return {"claim": "C5-shift", "statement": "SSVI's accuracy under corruption (mean over corruptions and "
+            "severities) matches or beats dense VI's at some density", "verdict": _some_verdict(numbers),
+            "summary": summary, "definition": definition, "numbers": numbers}
+
+
 def claim_c6(criteria: pd.DataFrame) -> dict:
     cells = criteria.set_index("criterion")
     checks, numbers = [], []
@@ -721,11 +978,16 @@ def claim_c6(criteria: pd.DataFrame) -> dict:
             "verdict": _verdict(checks), "summary": summary, "definition": definition, "numbers": numbers}
 
 
-def evaluate_claims(stats: pd.DataFrame, criteria: pd.DataFrame, robust: pd.DataFrame, config: dict) -> list[dict]:
+def evaluate_claims(stats: pd.DataFrame, criteria: pd.DataFrame, robust: pd.DataFrame, config: dict,
+                    ood: pd.DataFrame | None = None, shift: pd.DataFrame | None = None) -> list[dict]:
+    """C1-C6 in order, C5-ood and C5-shift after C5 (not enough runs without OOD / shift stats)."""
     claims = config.get("claims") or {}
+    ood = seed_stats(pd.DataFrame(), [*CELL_KEYS, "ood_set", "score"], OOD_METRICS) if ood is None else ood
+    shift = seed_stats(pd.DataFrame(), [*CELL_KEYS, "severity"], METRICS) if shift is None else shift
     return [claim_c1(stats, float(claims.get("acc_drop_points", 3.0))),
             claim_c2(stats, float(claims.get("flops_reduction_target", 20.0))),
-            claim_c3(stats), claim_c4(robust), claim_c5(stats), claim_c6(criteria)]
+            claim_c3(stats), claim_c4(robust), claim_c5(stats), claim_c5_ood(ood), claim_c5_shift(shift),
+            claim_c6(criteria)]
 
 
 def claims_table(claims: list[dict], n_runs: int, ns) -> Table:
@@ -772,7 +1034,10 @@ def to_markdown(table: Table) -> str:
         parts += ["_No runs for this table._", ""]
     if table.blocks and not table.display.empty:
         for key, block in table.display.groupby(table.blocks, sort=False):
-            parts += [f"### {' / '.join(map(str, key))}", "", md(block.drop(columns=table.blocks)), ""]
+            block = block.drop(columns=table.blocks)
+            if table.prune_blocks:
+                block = block.loc[:, ~block.astype(str).eq("—").all()]
+            parts += [f"### {' / '.join(map(str, key))}", "", md(block), ""]
     else:
         parts += [md(table.display), ""]
     return "\n".join(parts)
@@ -790,24 +1055,34 @@ def write_table(table: Table, out: Path) -> list[Path]:
 # entry points
 # ======================================================================================================
 
-def build_tables(runs: pd.DataFrame, config: dict, expected_path=DEFAULT_EXPECTED) -> tuple[list[Table], list[dict]]:
+def build_tables(runs: pd.DataFrame, config: dict, expected_path=DEFAULT_EXPECTED,
+                 evals: Evaluations | None = None) -> tuple[list[Table], list[dict]]:
+    """Every table and the claims; ``evals`` = the runs' ood_shift.json (read here when None)."""
+    evals = load_evaluations(runs) if evals is None else evals
     stats = main_stats(runs, config)
     expected, tolerances = load_expected(expected_path)
     comparison = paper_comparison(stats, expected, tolerances)
     criteria = criteria_table(runs, config)
     robustness = robustness_tables(runs, config)
-    claims = evaluate_claims(stats, criteria.data, robustness[0].data, config)
+    ood = ood_stats(runs, evals, config)
+    shift = shift_tables(runs, evals, config)
+    claims = evaluate_claims(stats, criteria.data, robustness[0].data, config, ood, shift[0].data)
     tables = [main_table(stats, comparison), comparison_table(comparison), density_sweep_table(stats), criteria,
-              *overlap_tables(runs, config), *robustness, claims_table(claims, len(runs), stats["n"])]
+              *overlap_tables(runs, config), *robustness, ood_table(ood, evals, runs), *shift,
+              claims_table(claims, len(runs), stats["n"])]
     return tables, claims
 
 
-def aggregate(config: dict, out, run_dirs=None, expected=DEFAULT_EXPECTED, allow_missing: bool = False) -> dict:
-    """Load the runs, write every table (+ runs.csv, claims.json) into ``out``; return {name: Table}."""
+def aggregate(config: dict, out, run_dirs=None, expected=DEFAULT_EXPECTED, allow_missing: bool = False,
+              require_eval: bool = False) -> dict:
+    """Load the runs and their ood_shift.json, write every table (+ runs.csv, claims.json) into ``out``;
+    return {name: Table}. ``require_eval``: a finished run without ood_shift.json raises MissingEvalError."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     runs = load_runs(config, run_dirs, allow_missing)
-    tables, claims = build_tables(runs, config, expected)
+    evals = load_evaluations(runs, require_eval)
+    runs["evaluated"] = [(Path(d) / EVAL_FILE).is_file() for d in runs["run_dir"]]
+    tables, claims = build_tables(runs, config, expected, evals)
     runs.to_csv(out / "runs.csv", index=False)
     for table in tables:
         write_table(table, out)
@@ -831,6 +1106,9 @@ def main(argv=None) -> int:
     parser.add_argument("--expected", type=Path, default=None,
                         help=f"the paper's values, null = not filled (default: {DEFAULT_EXPECTED.relative_to(REPO)})")
     parser.add_argument("--allow-missing", action="store_true", help="skip run dirs without metrics.json")
+    parser.add_argument("--require-eval", action="store_true",
+                        help=f"a finished run without {EVAL_FILE} (python -m ssvi evaluate) is an error naming it "
+                             "(default: such runs just have no OOD / shift values)")
     parser.add_argument("run_dirs", nargs="*", help="finished run dirs (default: every run of the config's grid)")
     args = parser.parse_args(argv)
     if args.expected is not None and not args.expected.is_file():
@@ -839,8 +1117,8 @@ def main(argv=None) -> int:
     config = yaml.safe_load(Path(args.config).read_text())
     try:
         tables = aggregate(config, args.out, args.run_dirs or None, args.expected or DEFAULT_EXPECTED,
-                           args.allow_missing)
-    except MissingRunsError as err:
+                           args.allow_missing, args.require_eval)
+    except (MissingRunsError, MissingEvalError, EvalFileError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     for claim in json.loads((Path(args.out) / "claims.json").read_text())["claims"]:
