@@ -1,6 +1,6 @@
 """Tests of workflow/scripts/aggregate.py on synthetic finished runs with known values
-(tests/fixtures/synthetic_runs.py): table means/stds, claim verdicts, IoU stages, missing runs, the
-comparison with the paper's values and the written files."""
+(tests/fixtures/synthetic_runs.py): table means/stds, OOD / shift tables, claim verdicts, IoU stages,
+missing runs and evaluations, the comparison with the paper's values and the written files."""
 
 from __future__ import annotations
 
@@ -21,12 +21,16 @@ import aggregate  # noqa: E402
 
 SEED_STD = synth.ACC_OFFSET * math.sqrt(2)  # std (ddof = 1) of mean -/+ offset
 TABLES = ["main", "paper_comparison", "density_sweep", "criteria", "criteria_vs_mean", "robustness",
-          "robustness_spread", "claims", *[f"{k}_{s}" for k in ("iou", "spearman") for s in ("start", "middle", "end")]]
+          "robustness_spread", "ood", "shift", "shift_corruptions", "claims",
+          *[f"{k}_{s}" for k in ("iou", "spearman") for s in ("start", "middle", "end")]]
+CLAIMS = ("C1", "C2", "C3", "C4", "C5", "C5-ood", "C5-shift", "C6")
+AUROC_STD = synth.AUROC_OFFSET * math.sqrt(2)
 
 
-def run_aggregate(tmp_path, scenario=synth.GOOD, keep=lambda spec: True, expected=None, **kwargs):
+def run_aggregate(tmp_path, scenario=synth.GOOD, keep=lambda spec: True, expected=None,
+                  evaluate=lambda spec: True, **kwargs):
     config = synth.make_config(tmp_path)
-    dirs = synth.write_runs(config, scenario, keep)
+    dirs = synth.write_runs(config, scenario, keep, evaluate)
     tables = aggregate.aggregate(config, tmp_path / "tables", dirs, expected=expected, **kwargs)
     return config, tables
 
@@ -121,11 +125,140 @@ def test_stage_records_pick_first_middle_last():
     assert aggregate.stage_records([{"step": 10, "density": 0.5}]) is None
 
 
+# ---- OOD detection and distribution shift (ood_shift.json) ---------------------------------------------
+
+def test_ood_table_means_and_stds(good):
+    _, tables = good
+    ood = tables["ood"].data
+    assert len(ood) == 8 * 2 * 3  # main-table cells x OOD sets x scores; ablation/robustness variants excluded
+    assert {"posthoc (ft 0)", "posthoc (ft 2)"} <= set(ood["method"])
+    cell = row(ood, method="ssvi", density=0.1, ood_set="natural_patches", score="max_prob")
+    assert cell["n"] == 2
+    assert cell["auroc_mean"] == pytest.approx(0.82) and cell["auroc_std"] == pytest.approx(AUROC_STD)
+    assert cell["aupr_mean"] == pytest.approx(0.82 + synth.AUPR_ABOVE_AUROC)
+    assert cell["fpr95_mean"] == pytest.approx(0.18) and cell["fpr95_std"] == pytest.approx(AUROC_STD)
+    mi = row(ood, method="dense_vi", density=1.0, ood_set="uniform_noise", score="neg_mutual_info")
+    assert mi["auroc_mean"] == pytest.approx(0.80 + 0.1 - 0.05)
+    # cells in main-table order, OOD sets in file order, scores in ssvi/shift.py's order
+    dense = ood[ood["method"] == "dense_vi"]
+    assert list(zip(dense["ood_set"], dense["score"])) == [(s, sc) for s in synth.OOD_SETS for sc in synth.OOD_SCORES]
+    assert list(dict.fromkeys(ood["method"]))[0] == "dense_vi"
+    display = tables["ood"].display
+    assert len(display) == 8
+    cells = dict(zip(display["method"] + "@" + display["density"], display["natural_patches / max_prob AUROC"]))
+    assert cells["ssvi@0.1"] == f"0.8200 ± {AUROC_STD:.4f}"
+    assert {f"uniform_noise / neg_entropy {m}" for m in ("AUROC", "AUPR", "FPR95")} <= set(display.columns)
+    text = tables["ood"].caption
+    assert "higher score = more in-distribution" in text and "in-distribution test set as the positive class" in text
+    assert "FPR at 95% TPR" in text and "ECE" in text
+
+
+def test_shift_tables_means_and_stds(good):
+    _, tables = good
+    shift = tables["shift"].data
+    assert len(shift) == 8 * 6  # cells x (severity 1-5 + all)
+    dense = shift[shift["method"] == "dense_vi"]
+    assert list(dense["severity"]) == ["1", "2", "3", "4", "5", aggregate.SEVERITY_ALL]
+    for severity, drop in synth.SEVERITY_DROP.items():
+        cell = row(shift, method="dense_vi", severity=str(severity))
+        assert cell["acc_pct_mean"] == pytest.approx(70.0 - drop)  # corruption offsets cancel
+        assert cell["acc_pct_std"] == pytest.approx(SEED_STD) and cell["n"] == 2
+        assert cell["nll_mean"] == pytest.approx(0.40 + synth.SHIFT_NLL_PER_SEVERITY * severity)
+    overall = row(shift, method="ssvi", density=0.1, severity="all")
+    assert overall["acc_pct_mean"] == pytest.approx(72.0 - synth.MEAN_SEVERITY_DROP)
+    assert overall["acc_pct_std"] == pytest.approx(SEED_STD)
+    assert overall["ece_ssvi_mean"] == pytest.approx((0.05 + 0.03) / 2)  # default ece + 0.01 * mean severity
+    assert overall["brier_mean"] == pytest.approx((0.35 + 0.3) / 3)
+    per = tables["shift_corruptions"].data
+    assert len(per) == 8 * 2
+    for corruption, offset in synth.CORRUPTION_OFFSET.items():
+        cell = row(per, method="dense_vi", corruption=corruption)
+        assert cell["acc_pct_mean"] == pytest.approx(70.0 - synth.MEAN_SEVERITY_DROP + offset)
+        assert cell["acc_pct_std"] == pytest.approx(SEED_STD)
+    display = tables["shift"].display
+    assert display.loc[(display["method"] == "dense_vi") & (display["severity"] == "3"), "acc (%)"].item() == \
+        f"65.00 ± {SEED_STD:.2f}"
+    assert synth.SHIFT_SOURCE in tables["shift"].caption and "gaussian_noise, contrast" in tables["shift"].caption
+    assert "ECE = top-label L1 ECE" in tables["shift_corruptions"].caption
+
+
+def test_new_claim_numbers(good):
+    tmp, tables = good
+    claims = {c["claim"]: c for c in tables["claims"].data.to_dict("records")}
+    numbers = {c["claim"]: c["numbers"] for c in json.loads((tmp / "tables" / "claims.json").read_text())["claims"]}
+    ood = numbers["C5-ood"]
+    assert len(ood) == 2 * 2 * 3  # SSVI densities x OOD sets x scores
+    win = next(n for n in ood if n["density"] == 0.1 and n["ood_set"] == "natural_patches" and n["score"] == "max_prob")
+    assert win["ssvi"] == pytest.approx(0.82) and win["dense_vi"] == pytest.approx(0.80) and win["matches_or_beats"]
+    lose = next(n for n in ood if n["density"] == 0.05 and n["score"] == "max_prob")
+    assert not lose["matches_or_beats"]  # 0.78 < 0.80 - 0.0141
+    shift = {n["density"]: n for n in numbers["C5-shift"]}
+    assert shift[0.1]["ssvi"] == pytest.approx(65.0) and shift[0.1]["dense_vi"] == pytest.approx(63.0)
+    assert shift[0.1]["matches_or_beats"] and not shift[0.05]["matches_or_beats"]  # 61 < 63 - sqrt(2)
+    assert "AUROC" in claims["C5-ood"]["definition"] and "severity" in claims["C5-shift"]["definition"]
+
+
+def test_new_claims_rules():
+    keys = {"dataset": ["x"] * 3, "arch": ["a"] * 3, "method": ["dense_vi", "ssvi", "ssvi"],
+            "density": [1.0, 0.1, 0.05]}
+    shift = pd.DataFrame({**keys, "severity": ["all"] * 3, "acc_pct_mean": [60.0, 58.5, 50.0],
+                          "acc_pct_std": [1.0, 2.0, float("nan")]})
+    assert aggregate.claim_c5_shift(shift)["verdict"] == aggregate.HOLDS      # 58.5 >= 60 - max(1, 2)
+    shift.loc[1, "acc_pct_std"] = 1.0
+    assert aggregate.claim_c5_shift(shift)["verdict"] == aggregate.FAILS      # 58.5 < 60 - 1
+    per_severity = shift.assign(severity="1", acc_pct_mean=[60.0, 70.0, 70.0])  # 'all' rows decide, not these
+    assert aggregate.claim_c5_shift(pd.concat([shift, per_severity]))["verdict"] == aggregate.FAILS
+    ood = pd.DataFrame({**{k: v * 2 for k, v in keys.items()}, "ood_set": ["o"] * 6,
+                        "score": ["max_prob"] * 3 + ["neg_mutual_info"] * 3,
+                        "auroc_mean": [0.9, 0.8, 0.7, 0.6, 0.65, 0.5], "auroc_std": [float("nan")] * 6})
+    claim = aggregate.claim_c5_ood(ood)
+    assert claim["verdict"] == aggregate.HOLDS and len(claim["numbers"]) == 4   # only the MI score at d = 0.1
+    assert [n["matches_or_beats"] for n in claim["numbers"]] == [False, False, True, False]
+    ood.loc[4, "auroc_mean"] = 0.55
+    assert aggregate.claim_c5_ood(ood)["verdict"] == aggregate.FAILS
+    assert aggregate.claim_c5_ood(ood[ood["method"] == "ssvi"])["verdict"] == aggregate.NOT_ENOUGH
+
+
+def test_runs_without_evaluation_have_no_ood_or_shift_values(tmp_path):
+    keep = lambda s: s.variant == "default" and s.method in ("dense_vi", "ssvi")  # noqa: E731
+    _, tables = run_aggregate(tmp_path, keep=keep, evaluate=lambda s: False)
+    assert tables["ood"].data.empty and tables["shift"].data.empty and tables["shift_corruptions"].data.empty
+    v = verdicts(tables)
+    assert v["C5-ood"] == v["C5-shift"] == aggregate.NOT_ENOUGH and v["C1"] == v["C5"] == aggregate.HOLDS
+    assert "No runs for this table" in (tmp_path / "tables" / "ood.md").read_text()
+    assert not pd.read_csv(tmp_path / "tables" / "runs.csv")["evaluated"].any()
+
+
+def test_skipped_ood_set_counts_only_runs_that_have_it(tmp_path):
+    config = synth.make_config(tmp_path)
+    dirs = synth.write_runs(config, keep=lambda s: s.method == "dense_vi" and s.variant == "default")
+    skipped = next(d for d in dirs if "/dense_vi/default/" in d.as_posix() and d.name == "seed1")
+    data = json.loads((skipped / "ood_shift.json").read_text())
+    data["ood"]["uniform_noise"] = {"missing": "uniform_noise not found under data/"}
+    (skipped / "ood_shift.json").write_text(json.dumps(data))
+    ood = aggregate.aggregate(config, tmp_path / "tables", dirs)["ood"]
+    cell = row(ood.data, method="dense_vi", ood_set="uniform_noise", score="max_prob")
+    assert cell["n"] == 1 and pd.isna(cell["auroc_std"]) and cell["auroc_mean"] == pytest.approx(0.89)
+    assert row(ood.data, method="dense_vi", ood_set="natural_patches", score="max_prob")["n"] == 2
+    assert "uniform_noise skipped in 1 run(s)" in ood.caption
+    assert ood.display.loc[ood.display["method"] == "dense_vi", "n (seeds)"].item() == "1–2"
+
+
+def test_evaluation_of_another_run_is_an_error(tmp_path):
+    config = synth.make_config(tmp_path)
+    dirs = synth.write_runs(config, keep=lambda s: s.method == "dense_vi" and s.variant == "default")
+    data = json.loads((dirs[0] / "ood_shift.json").read_text())
+    (dirs[0] / "ood_shift.json").write_text(json.dumps({**data, "seed": 7}))
+    with pytest.raises(aggregate.EvalFileError, match="seed: 7 there"):
+        aggregate.aggregate(config, tmp_path / "tables", dirs)
+
+
 # ---- claims -----------------------------------------------------------------------------------------
 
 def test_claims_hold(good):
     tmp, tables = good
-    assert verdicts(tables) == {c: aggregate.HOLDS for c in ("C1", "C2", "C3", "C4", "C5", "C6")}
+    assert verdicts(tables) == {c: aggregate.HOLDS for c in CLAIMS}
+    assert list(tables["claims"].data["claim"]) == list(CLAIMS)
     claims = json.loads((tmp / "tables" / "claims.json").read_text())
     c1 = next(c for c in claims["claims"] if c["claim"] == "C1")
     assert {n["density"]: n["drop_points"] for n in c1["numbers"]} == pytest.approx({0.1: 1.0, 0.05: 2.0})
@@ -136,19 +269,19 @@ def test_claims_hold(good):
 
 def test_claims_fail(tmp_path):
     _, tables = run_aggregate(tmp_path, synth.BAD)
-    assert verdicts(tables) == {c: aggregate.FAILS for c in ("C1", "C2", "C3", "C4", "C5", "C6")}
+    assert verdicts(tables) == {c: aggregate.FAILS for c in CLAIMS}
 
 
 def test_claims_not_enough_runs(tmp_path):
     _, tables = run_aggregate(tmp_path, keep=lambda s: s.method == "ssvi" and s.variant == "default")
-    assert verdicts(tables) == {c: aggregate.NOT_ENOUGH for c in ("C1", "C2", "C3", "C4", "C5", "C6")}
+    assert verdicts(tables) == {c: aggregate.NOT_ENOUGH for c in CLAIMS}
 
 
 def test_missing_group_only_affects_its_claim(tmp_path):
     _, tables = run_aggregate(tmp_path, keep=lambda s: not s.variant.startswith(("sigma", "crit-")))
     v = verdicts(tables)
     assert v["C4"] == v["C6"] == aggregate.NOT_ENOUGH
-    assert v["C1"] == v["C2"] == v["C3"] == v["C5"] == aggregate.HOLDS
+    assert v["C1"] == v["C2"] == v["C3"] == v["C5"] == v["C5-ood"] == v["C5-shift"] == aggregate.HOLDS
 
 
 def test_c2_rule_uses_one_over_d_when_below_target(tmp_path):
@@ -172,6 +305,29 @@ def test_missing_run_is_an_error_naming_it(tmp_path):
     tables = aggregate.aggregate(config, tmp_path / "tables", dirs, allow_missing=True)
     assert len(pd.read_csv(tmp_path / "tables" / "runs.csv")) == len(dirs) - 1
     assert row(tables["main"].data, method="dense_vi", density=1.0)["n"] == 1
+
+
+def test_require_eval_names_runs_without_ood_shift(tmp_path, capsys):
+    config = synth.make_config(tmp_path)
+    unevaluated = lambda s: s.method == "dense_vi" and s.variant == "default" and s.seed == 1  # noqa: E731
+    dirs = synth.write_runs(config, keep=lambda s: s.variant == "default" and s.method in ("dense_vi", "ssvi"),
+                            evaluate=lambda s: not unevaluated(s))
+    missing = next(d for d in dirs if "/dense_vi/default/" in d.as_posix() and d.name == "seed1")
+    with pytest.raises(aggregate.MissingEvalError) as err:
+        aggregate.aggregate(config, tmp_path / "tables", dirs, require_eval=True)
+    assert str(missing) in str(err.value) and "1 finished run(s)" in str(err.value)
+    assert str(dirs[0]) not in str(err.value)
+    tables = aggregate.aggregate(config, tmp_path / "tables", dirs)  # default: that run just has no values
+    assert row(tables["ood"].data, method="dense_vi", ood_set="natural_patches", score="max_prob")["n"] == 1
+    assert row(tables["shift"].data, method="dense_vi", severity="all")["n"] == 1
+    assert row(tables["main"].data, method="dense_vi", density=1.0)["n"] == 2
+    assert (~pd.read_csv(tmp_path / "tables" / "runs.csv")["evaluated"]).sum() == 1
+    # the command line: --require-eval exits 2 naming the run
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    args = ["--config", str(config_path), "--out", str(tmp_path / "cli"), "--require-eval", *map(str, dirs)]
+    assert aggregate.main(args) == 2
+    assert str(missing) in capsys.readouterr().err
 
 
 def test_paper_values_compared_where_filled(tmp_path):

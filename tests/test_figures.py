@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
@@ -17,7 +18,8 @@ import aggregate  # noqa: E402
 
 FIGURES_DIR = synth.REPO / "paper_figures"
 FIGURES = ["fig1_flops_vs_accuracy", "metrics_vs_density", "criteria_comparison", "robustness_heatmap",
-           "iou_matrices"]
+           "iou_matrices", "ood_auroc_vs_density", "shift_accuracy_vs_severity"]
+EVAL_FIGURES = ["ood_auroc_vs_density", "shift_accuracy_vs_severity"]  # need ood_shift.json
 
 
 def load_figure(name: str):
@@ -33,6 +35,9 @@ def tables(tmp_path_factory):
     config = synth.make_config(tmp)
     aggregate.aggregate(config, tmp / "tables", synth.write_runs(config))
     aggregate.aggregate(config, tmp / "empty_tables", [])
+    unevaluated = synth.make_config(tmp / "unevaluated")  # finished runs, no ssvi evaluate yet
+    aggregate.aggregate(unevaluated, tmp / "unevaluated_tables",
+                        synth.write_runs(unevaluated, evaluate=lambda spec: False))
     return tmp
 
 
@@ -61,6 +66,27 @@ def test_figure_from_empty_tables(tables, name):
     assert module.main(["--tables", str(tables / "empty_tables"), "--out", str(out)]) == 0
     for ext in ("png", "pdf"):
         assert (out / f"{name}.{ext}").stat().st_size > 1_000
+
+
+@pytest.mark.parametrize("name", EVAL_FIGURES)
+def test_eval_figure_without_ood_shift_is_the_empty_figure(tables, name):
+    out = tables / "unevaluated_figures"
+    module = load_figure(name)
+    assert module.draw(tables / "unevaluated_tables") is None
+    assert module.main(["--tables", str(tables / "unevaluated_tables"), "--out", str(out)]) == 0
+    assert (out / f"{name}.png").stat().st_size > 1_000 and (out / f"{name}.pdf").is_file()
+
+
+def test_shift_figure_has_a_panel_per_density(tables):
+    fig = load_figure("shift_accuracy_vs_severity").draw(tables / "tables")
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+    assert titles == ["digits / resnet18, d = 0.1 (dense VI: d = 1)", "digits / resnet18, d = 0.05 (dense VI: d = 1)"]
+    labels = {line.get_label() for ax in fig.axes for line in ax.containers}
+    assert {"dense_vi (d = 1)", "ssvi", "posthoc (ft 2)"} <= labels
+    plt.close(fig)
+    fig = load_figure("ood_auroc_vs_density").draw(tables / "tables")
+    assert len([ax for ax in fig.axes if ax.get_visible()]) == 2 * 2  # OOD sets x (max_prob, neg_mutual_info)
+    plt.close(fig)
 
 
 def test_missing_tables_folder_gives_the_empty_figure(tmp_path):

@@ -29,7 +29,7 @@ std in separate columns; what the figure scripts read), ``<name>.md`` and ``<nam
     shift_corruptions     distribution shift per corruption, averaged over severities
     claims                C1-C6 of the reference (section 7), plus C5-ood and C5-shift: verdict, numbers,
                           exact rule (+ claims.json)
-    runs.csv              one row per run (CSV only)
+    runs.csv              one row per run (CSV only; column evaluated: the run has ood_shift.json)
 
 Conventions: accuracy in percent; std over seeds with ddof = 1, empty in CSV and shown as "—" when
 n = 1; FLOPs are FLOPs (2 per multiply-add), not multiply-adds (MACs). OOD and shift values are first
