@@ -57,8 +57,9 @@ def sample_rho(shape: torch.Size, init: PosteriorInit, generator: torch.Generato
 
 
 def gaussian_kl(mu: torch.Tensor, sigma: torch.Tensor, prior_std: float) -> torch.Tensor:
-    """Elementwise KL(N(mu, sigma^2) || N(0, prior_std^2))."""
-    return math.log(prior_std) - torch.log(sigma) + (sigma**2 + mu**2) / (2 * prior_std**2) - 0.5
+    """Elementwise KL(N(mu, sigma^2) || N(0, prior_std^2)) = log(s / sigma) + (sigma^2 + mu^2) / (2 s^2) - 1/2."""
+    return torch.addcmul(mu * mu, sigma, sigma).mul_(0.5 / prior_std**2).sub_(torch.log(sigma)).add_(
+        math.log(prior_std) - 0.5)
 
 
 class BayesianLayer(nn.Module, abc.ABC):
@@ -78,6 +79,7 @@ class BayesianLayer(nn.Module, abc.ABC):
         self.bias = nn.Parameter(torch.zeros(weight_shape[0])) if bias else None
         self.register_buffer("mask", torch.ones(weight_shape, dtype=torch.bool))
         self.register_buffer("sampled_weight", None, persistent=False)
+        self._sigma_cache: tuple[int, torch.Tensor] | None = None
         self.mode = "lrt"
 
     @abc.abstractmethod
@@ -88,16 +90,21 @@ class BayesianLayer(nn.Module, abc.ABC):
     def sigma(self) -> torch.Tensor:
         return F.softplus(self.weight_rho)
 
-    def masked_variance(self) -> torch.Tensor:
-        """sigma^2 on active weights, exactly 0 elsewhere (rho = 0 would otherwise give sigma = 0.69)."""
-        return self.sigma.pow(2) * self.mask
-
     def resample(self, generator: torch.Generator | None = None) -> None:
         """Draw one full weight sample used by ``"sample"`` mode until the next call."""
         with torch.no_grad():
             # drawn on the generator's device (CPU) so a seeded evaluation is the same on every machine
             eps = torch.randn(self.weight_mu.shape, generator=generator).to(self.weight_mu.device)
             self.sampled_weight = (self.weight_mu + self.sigma * eps) * self.mask
+
+    def _sigma_of_last_forward(self) -> torch.Tensor:
+        """The KL of a training step reuses the sigma its LRT forward computed (one softplus per step).
+        The cache is used once and only while rho is unchanged (its version counter, bumped by every
+        in-place update, still matches)."""
+        cached, self._sigma_cache = self._sigma_cache, None
+        if cached is not None and cached[0] == self.weight_rho._version:
+            return cached[1]
+        return self.sigma
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "mean":
@@ -106,13 +113,19 @@ class BayesianLayer(nn.Module, abc.ABC):
             if self.sampled_weight is None:
                 raise RuntimeError("sample mode needs a weight sample: call ssvi.layers.resample(model) first")
             return self._op(x, self.sampled_weight, self.bias)
-        mean = self._op(x, self.weight_mu, self.bias)
-        var = self._op(x * x, self.masked_variance(), None)
-        return mean + torch.sqrt(var + LRT_EPS) * torch.randn_like(mean)
+        mean = self._op(x, self.weight_mu, self.bias)  # inactive mu are exactly 0: no mask multiplication
+        sigma = self.sigma
+        if torch.is_grad_enabled():
+            self._sigma_cache = (self.weight_rho._version, sigma)
+        # sigma^2 masked: inactive rho = 0 would otherwise give sigma = 0.69
+        variance = self._op(x * x, sigma.square() * self.mask, None)
+        # in place: the convolution's backward needs its inputs, not its output
+        std = variance.add_(LRT_EPS).sqrt_()
+        return torch.addcmul(mean, std, torch.randn_like(mean))
 
     def kl(self, prior_std: float) -> torch.Tensor:
         """Closed-form KL to N(0, prior_std^2), summed over active weights."""
-        return (gaussian_kl(self.weight_mu, self.sigma, prior_std) * self.mask).sum()
+        return (gaussian_kl(self.weight_mu, self._sigma_of_last_forward(), prior_std) * self.mask).sum()
 
     def num_active(self) -> int:
         return int(self.mask.sum())

@@ -156,7 +156,8 @@ def update_layer(layer: BayesianLayer, zeta: float, criterion: str, lam: float) 
     added[torch.topk(growth, k).indices] = True
     new_mask = kept | added
     fresh = added & ~active  # re-added weights (added & active) keep their values
-    mu_flat, rho_flat = mu.data.view(-1), rho.data.view(-1)
+    # detach() shares the parameters' version counters, so these writes invalidate cached sigmas
+    mu_flat, rho_flat = mu.detach().view(-1), rho.detach().view(-1)
     survivors_rho = rho_flat[kept].mean()
     mu_flat[fresh] = 0.0
     rho_flat[fresh] = survivors_rho

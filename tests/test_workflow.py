@@ -104,8 +104,8 @@ def test_end_to_end_dag_and_regeneration(tmp_path):
     # regenerating tables and figures never retrains: only aggregation and figure jobs run
     for table in (out / "tables").glob("*"):
         table.unlink()
-    regenerate = snakemake("--cores", "2", "--configfile", "config/test_dag.yaml", "--config",
-                           f"results_dir={out}", "tables_and_figures", timeout=300)
+    regenerate = snakemake("tables_and_figures", "--cores", "2", "--configfile", "config/test_dag.yaml",
+                           "--config", f"results_dir={out}", timeout=300)
     assert regenerate.returncode == 0, regenerate.stderr[-3000:]
     jobs = set(re.findall(r"rule (\w+):", regenerate.stdout + regenerate.stderr))
     assert jobs and not jobs & {"train", "evaluate"}, jobs
