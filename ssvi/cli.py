@@ -3,6 +3,10 @@
     python -m ssvi train --config run.yaml --out results/runs/demo [--set key=value ...]
     python -m ssvi train --out /tmp/run --set method=ssvi --set epochs=5 --set width=0.25
     python -m ssvi options            # every run-config key, its default and meaning
+    python -m ssvi evaluate --run DIR # OOD detection and distribution shift of a finished run
+    python -m ssvi data --dataset cifar10 --data-dir data [--download]
+    python -m ssvi export --run DIR   # compact sparse copy of a run's model (ssvi.export; --help there)
+    python -m ssvi bench ...          # training-step and evaluation benchmark (ssvi.bench; --help there)
 
 Re-running ``train`` with the same ``--out`` resumes from the last epoch checkpoint; a finished run
 (its ``metrics.json`` exists) is reported and not redone.
@@ -69,7 +73,21 @@ def prepare_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _delegated(command: str):
+    """Commands with their own argument parsers, in their own modules."""
+    if command == "export":
+        from .export import main as export_main
+        return export_main
+    if command == "bench":
+        from .bench import main as bench_main
+        return bench_main
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and (delegate := _delegated(argv[0])):
+        return delegate(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "options":
         print(config_help())
