@@ -225,8 +225,8 @@ def train_one_epoch(run: Run) -> dict:
         run.train_flops += run.method.train_flops_per_example(run.step) * len(labels)
         sums += torch.stack([loss.detach(), ce.detach(), kl.detach()]).double() * len(labels)
         seen += len(labels)
-        progress(f"epoch {epoch}/{cfg.epochs} step {i}/{run.steps_per_epoch} loss {loss.item():.4f}"
-                 if sys.stderr.isatty() else "")
+        if sys.stderr.isatty():  # loss.item() syncs a GPU: only when someone watches
+            progress(f"epoch {epoch}/{cfg.epochs} step {i}/{run.steps_per_epoch} loss {loss.item():.4f}")
     loss_mean, ce_mean, kl_mean = (sums / seen).tolist()
     if not math.isfinite(loss_mean):
         raise NonFiniteLossError(f"the training loss became non-finite ({loss_mean}) in epoch {epoch} "
