@@ -2,6 +2,7 @@
 
     python -m ssvi bench                                   # ResNet-18 width 1, batch 128, density 0.1, CPU
     python -m ssvi bench --width 0.25 --batch 32 --no-sparse-routes --out bench.json
+    python -m ssvi bench --device cuda --speed-variants all --out gpu.json   # the GPU fast path check
 
 Everything is measured in one process, so every number that matters is a ratio against a baseline
 measured on the same machine in the same run:
@@ -22,6 +23,11 @@ measured on the same machine in the same run:
                gradient through the sparse transpose, and the weight gradient at active entries only
                via ``torch.sparse.sampled_addmm``. Outputs and gradients are checked against the dense
                masked route (max abs diff) and the time ratio sparse/dense is reported either way.
+  speed_variants
+               (only with ``--speed-variants``) whole epochs of the real trainer on synthetic CIFAR-shaped
+               data for the trainer's speed options -- plain, data_on_device, channels_last, bf16 and
+               fast (all three) -- with samples/s, speedup over plain, the first-epoch loss against the
+               plain path's (same seed), and on CUDA the host synchronisations of one epoch.
 
 Times are seconds per step: median, p25/p75, min/max over the repeats after warm-up. Ratios are
 production/reference or sparse/dense medians (< 1 = faster). Progress goes to stderr, the JSON to stdout.
@@ -63,7 +69,7 @@ MICRO_MIN_SAMPLE_S = 0.02      # small layers repeat inside one sample until it 
 MICRO_SLOW_FACTOR = 2.0        # a route this many times slower than dense in its verification run gets 1 sample
 
 JSON_KEYS = ("benchmark", "timestamp", "options", "machine", "model", "train_step", "eval", "first_step_check",
-             "sparse_routes", "notes", "wall_time_s")
+             "sparse_routes", "speed_variants", "notes", "wall_time_s")
 
 
 def log(text: str) -> None:
@@ -307,6 +313,96 @@ def benchmark_model(arch: str, width: float, batch: int, image_size: int, densit
         p.model.train()
         set_mode(p.model, "lrt")
     return {"model": model_info, "train_step": train, "eval": evaluation, "first_step_check": first}
+
+
+# --------------------------------------------------------------------------------------------
+# the trainer's speed options (the GPU fast path): whole training epochs of ssvi.trainer
+# --------------------------------------------------------------------------------------------
+
+SPEED_VARIANTS: dict[str, dict] = {
+    "plain": {},
+    "data_on_device": {"data_on_device": True},
+    "channels_last": {"channels_last": True},
+    "bf16": {"precision": "bf16"},
+    "fast": {"data_on_device": True, "channels_last": True, "precision": "bf16"},
+}
+
+
+def synthetic_cifar(num_train: int, image_size: int, seed: int):
+    """Random CIFAR-shaped images and labels with CIFAR-10's normalisation and augmentation (learns nothing)."""
+    from .data import CIFAR10_MEAN, CIFAR10_STD, Dataset
+
+    gen = torch.Generator().manual_seed(seed + 2)
+    x = torch.rand(num_train, 3, image_size, image_size, generator=gen)
+    y = torch.randint(0, NUM_CLASSES, (num_train,), generator=gen)
+    return Dataset("synthetic-cifar", x, y, x[:1], y[:1], NUM_CLASSES, CIFAR10_MEAN, CIFAR10_STD, augment=True)
+
+
+def count_host_syncs(fn: Callable[[], object], device: torch.device) -> dict:
+    """Synchronising CUDA calls made by ``fn`` (CUDA's sync debug mode), counted per Python call site."""
+    if device.type != "cuda":
+        return {"checked": False, "why": "only CUDA can detect host synchronisations"}
+    previous = torch.cuda.get_sync_debug_mode()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode(previous)
+    sites: dict[str, int] = {}
+    for w in caught:
+        if "synchroniz" in str(w.message):
+            site = f"{Path(w.filename).name}:{w.lineno}"
+            sites[site] = sites.get(site, 0) + 1
+    return {"checked": True, "syncs": sum(sites.values()), "sites": sites}
+
+
+def benchmark_speed_variants(arch: str, width: float, batch: int, image_size: int, density: float, steps: int,
+                             repeats: int, device: torch.device, seed: int, variants: list[str]) -> dict:
+    """Samples/s of whole training epochs of the real trainer (:func:`ssvi.trainer.train_one_epoch`: batch
+    gathering, augmentation, LRT step, masked optimiser step, epoch bookkeeping) for each speed variant,
+    on ``steps`` batches of synthetic CIFAR-shaped data. Epochs of the variants are interleaved; the first
+    epoch of each is the warm-up and, run from the same seed, shows how far each variant's numerics
+    move the loss away from the plain path's."""
+    from .config import RunConfig
+    from .trainer import build_run, train_one_epoch
+
+    data = synthetic_cifar(steps * batch, image_size, seed)
+    dense = density >= 1.0
+    runs = {}
+    for name in variants:
+        cfg = RunConfig(method="dense_vi" if dense else "ssvi", arch=arch, width=width, density=min(density, 1.0),
+                        batch_size=batch, epochs=repeats + 2, delta_t=10**9, seed=seed, device=str(device),
+                        **SPEED_VARIANTS[name])
+        runs[name] = build_run(cfg, data=data)
+        runs[name].method.initialize(runs[name].model)
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    first_loss: dict[str, float] = {}
+    for rep in range(repeats + 1):
+        for name in (variants if rep % 2 == 0 else variants[::-1]):
+            run = runs[name]
+            if rep == 0:
+                torch.manual_seed(seed)  # the same LRT noise for every variant's first epoch
+            rows: list[dict] = []
+            seconds = timed(lambda: rows.append(train_one_epoch(run)), device)
+            run.epoch += 1
+            if rep == 0:
+                first_loss[name] = rows[0]["loss"]
+            else:
+                times[name].append(seconds / steps)
+        log(f"speed variants: epoch {rep + 1}/{repeats + 1}")
+    result: dict = {"variants": {}, "steps_per_epoch": steps, "repeats": repeats}
+    for name in variants:
+        summary = summarize(times[name], batch)
+        summary["overrides"] = SPEED_VARIANTS[name]
+        summary["first_epoch_loss"] = first_loss[name]
+        if "plain" in first_loss:
+            summary["first_epoch_loss_rel_diff_vs_plain"] = abs(first_loss[name] / first_loss["plain"] - 1)
+            summary["speedup_vs_plain"] = statistics.median(times["plain"]) / summary["median_s"]
+        summary["host_syncs_in_one_epoch"] = count_host_syncs(lambda: train_one_epoch(runs[name]), device)
+        result["variants"][name] = summary
+    return result
 
 
 # --------------------------------------------------------------------------------------------
@@ -727,7 +823,8 @@ def _summarize_routes(results: list[dict], densities, routes) -> dict:
 def run_benchmark(arch: str = "resnet18", width: float = 1.0, batch: int = 128, image_size: int = 32,
                   density: float = 0.1, steps: int = 12, warmup: int = 2, device: str = "cpu",
                   threads: int | None = None, sparse_routes: bool = True, seed: int = 0,
-                  micro_densities=MICRO_DENSITIES, micro_routes=MICRO_ROUTES, micro_repeats: int = 2) -> dict:
+                  micro_densities=MICRO_DENSITIES, micro_routes=MICRO_ROUTES, micro_repeats: int = 2,
+                  speed_variants: tuple[str, ...] = (), speed_steps: int = 10, speed_repeats: int = 3) -> dict:
     """Run the benchmark and return its JSON-serialisable record (see the module docstring)."""
     if steps < 1 or warmup < 1:
         raise ValueError("steps and warmup must be >= 1 (the first warm-up step is the equivalence check)")
@@ -741,7 +838,8 @@ def run_benchmark(arch: str = "resnet18", width: float = 1.0, batch: int = 128, 
     options = {"arch": arch, "width": width, "batch": batch, "image_size": image_size, "density": density,
                "steps": steps, "warmup": warmup, "device": device, "threads": threads,
                "sparse_routes": sparse_routes, "seed": seed, "micro_densities": list(micro_densities),
-               "micro_routes": list(micro_routes), "micro_repeats": micro_repeats}
+               "micro_routes": list(micro_routes), "micro_repeats": micro_repeats,
+               "speed_variants": list(speed_variants), "speed_steps": speed_steps, "speed_repeats": speed_repeats}
     started = time.perf_counter()
     record = {"benchmark": "ssvi-bench Bayesian layer performance",
               "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -756,6 +854,12 @@ def run_benchmark(arch: str = "resnet18", width: float = 1.0, batch: int = 128, 
                                if sparse_routes else None)
     if record["sparse_routes"] is not None:
         record["sparse_routes"]["wall_time_s"] = time.perf_counter() - model_done
+    speed_start = time.perf_counter()
+    record["speed_variants"] = (benchmark_speed_variants(arch, width, batch, image_size, density, speed_steps,
+                                                         speed_repeats, dev, seed, list(speed_variants))
+                                if speed_variants else None)
+    if record["speed_variants"] is not None:
+        record["speed_variants"]["wall_time_s"] = time.perf_counter() - speed_start
     record["machine"]["load_average_end"] = load_average()
     record["notes"] = [
         "times in seconds; ratios are medians: production/reference and sparse/dense (< 1 = faster)",
@@ -773,6 +877,10 @@ def run_benchmark(arch: str = "resnet18", width: float = 1.0, batch: int = 128, 
         "step additionally needs the dense dL/dmu every delta_t steps, not measured here)",
         "bsr: the random SSVI mask stored in blocks (stored_fraction counts the explicit zeros); bsr_block: a "
         "hypothetical block-structured mask at the same density (not SSVI's mask)",
+        "speed_variants: seconds per step of whole trainer epochs (data pipeline and bookkeeping included) on "
+        "synthetic CIFAR-shaped data, no subspace updates; speedup_vs_plain = plain median / variant median "
+        "(> 1 = faster); host_syncs_in_one_epoch counts synchronising CUDA calls of one more epoch (CUDA only; "
+        "the epoch plan's copy to the device and the epoch's loss summary are the two expected per epoch)",
         "load_average_start/end show how contended the machine was",
     ]
     record["wall_time_s"] = time.perf_counter() - started
@@ -798,6 +906,16 @@ def _names(text: str) -> list[str]:
     return names
 
 
+def _variants(text: str) -> list[str]:
+    if text.strip() == "all":
+        return list(SPEED_VARIANTS)
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    unknown = [n for n in names if n not in SPEED_VARIANTS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown speed variant(s) {unknown}; known: {', '.join(SPEED_VARIANTS)}")
+    return names
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The bench options (shared by ``python -m ssvi bench`` and ``python -m ssvi.bench``)."""
     parser.add_argument("--arch", default="resnet18", help="registered architecture (default: resnet18)")
@@ -818,13 +936,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"comma-separated sparse routes from {','.join(ALL_ROUTES)} (default: csr,bsr)")
     parser.add_argument("--micro-repeats", type=int, default=2,
                         help="timed repeats per microbenchmark route after the verification run (default: 2)")
+    parser.add_argument("--speed-variants", type=_variants, default=[],
+                        help="comma-separated trainer speed variants to time as whole epochs, from "
+                             f"{','.join(SPEED_VARIANTS)}, or 'all' (default: none)")
+    parser.add_argument("--speed-steps", type=int, default=10, help="batches per timed epoch (default: 10)")
+    parser.add_argument("--speed-repeats", type=int, default=3, help="timed epochs per variant (default: 3)")
     parser.add_argument("--out", help="also write the JSON to this file")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
     record = run_benchmark(args.arch, args.width, args.batch, args.image_size, args.density, args.steps,
                            args.warmup, args.device, args.threads, args.sparse_routes, args.seed,
-                           args.micro_densities, args.micro_routes, args.micro_repeats)
+                           args.micro_densities, args.micro_routes, args.micro_repeats, tuple(args.speed_variants),
+                           args.speed_steps, args.speed_repeats)
     text = json.dumps(record, indent=1)
     print(text)
     if args.out:

@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+PRECISIONS = ("fp32", "bf16")
+
 
 def opt(default: Any, help: str) -> Any:
     """A config field with its default and its --help text."""
@@ -69,6 +71,13 @@ class RunConfig:
     download: bool = opt(False, 'let torchvision download missing datasets (needs internet)')
     device: str = opt("auto", 'auto | cpu | cuda | cuda:N')
     threads: int | None = opt(None, "torch CPU threads (None = torch's default)")
+    # --- speed: the GPU fast path (README, Performance); all off = the plain path ------------------
+    data_on_device: bool = opt(False, 'keep the training set on the training device and augment there '
+                                      '(no host copy or synchronisation per batch; same batches)')
+    channels_last: bool = opt(False, 'model and batches in channels-last memory format '
+                                     '(faster convolutions on GPUs, slower on CPUs)')
+    precision: str = opt("fp32", 'fp32 | bf16: bf16 autocast for the mean path of training steps; '
+                                 'the variance path, KL, optimiser and evaluation stay fp32')
     extra: dict[str, Any] = field(default_factory=dict, metadata={"help": "method-specific options of user baselines"})
 
     # ------------------------------------------------------------------------------------------
@@ -96,6 +105,7 @@ class RunConfig:
             raise ConfigError(f"arch={self.arch!r} is not a registered architecture; "
                               f"allowed: {', '.join(models.list_models())} or timm/<name>")
         _check_choice("criterion", self.criterion, list(criteria.CRITERIA))
+        _check_choice("precision", self.precision, list(PRECISIONS))
         _check_range("density", self.density, 0.0, 1.0, low_open=True)
         _check_range("t_end_frac", self.t_end_frac, 0.0, 1.0)
         _check_range("alpha", self.alpha, 0.0, 1.0)

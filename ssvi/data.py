@@ -56,6 +56,8 @@ __all__ = [
     "DATASETS",
     "DataMissingError",
     "Dataset",
+    "EpochPlan",
+    "draw_epoch_plan",
     "iterate_batches",
     "list_datasets",
     "load_cifar10c",
@@ -430,22 +432,46 @@ def load_cifar10c(data_dir: str | Path, corruption: str, severity: int) -> tuple
 # --------------------------------------------------------------------------------------------
 
 
-def _draw_device(generator: torch.Generator) -> torch.device:
-    # Random numbers are drawn on the generator's own device and then moved to the data, so the
-    # same (CPU) generator gives the same batches whether training runs on CPU or GPU.
-    return generator.device
+@dataclass(frozen=True)
+class EpochPlan:
+    """Every random number of one epoch, drawn up front: the sample order, and per position in that
+    order a crop offset (row, column) and a flip decision (``None`` without augmentation)."""
+
+    order: torch.Tensor                  # int64, n
+    crop_offsets: torch.Tensor | None    # int64, 2 x n, each in 0..2*padding
+    flips: torch.Tensor | None           # bool, n
+
+    def to(self, device: torch.device | str) -> "EpochPlan":
+        # One copy per epoch: per-batch copies of freshly drawn host tensors would each wait for the
+        # GPU (a pageable host-to-device copy synchronises the stream).
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device)
+        return EpochPlan(move(self.order), move(self.crop_offsets), move(self.flips))
 
 
-def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
-    """Per-sample random crop of a zero-padded batch back to the input size.
+def draw_epoch_plan(n: int, *, shuffle: bool, augment: bool, generator: torch.Generator | None,
+                    padding: int = CROP_PADDING, flip_probability: float = FLIP_PROBABILITY) -> EpochPlan:
+    """Draw an epoch's randomness from ``generator`` in a fixed order (permutation, crop offsets,
+    flips), on the generator's device (the CPU for the trainer's generators), so one generator state
+    gives the same epoch on every device."""
+    if (shuffle or augment) and generator is None:
+        # Falling back to the global RNG would make runs irreproducible and unresumable.
+        raise ValueError("shuffle/augment need an explicit torch.Generator")
+    on = generator.device if generator is not None else torch.device("cpu")
+    order = torch.randperm(n, generator=generator, device=on) if shuffle else torch.arange(n, device=on)
+    if not augment:
+        return EpochPlan(order, None, None)
+    offsets = torch.randint(0, 2 * padding + 1, (2, n), generator=generator, device=on)
+    flips = torch.rand(n, generator=generator, device=on) < flip_probability
+    return EpochPlan(order, offsets, flips)
 
-    Equivalent to torchvision's ``RandomCrop(H, padding=padding)`` applied to each image
-    independently: offsets are uniform in ``0..2*padding`` along each axis.
-    """
+
+def crop(x: torch.Tensor, padding: int, offsets: torch.Tensor) -> torch.Tensor:
+    """Per-sample crop of the zero-padded batch back to the input size, sample i's window starting at
+    ``offsets[:, i]`` (row, column): torchvision's ``RandomCrop(H, padding=padding)`` for uniform offsets
+    in ``0..2*padding``. One gather, no host synchronisation."""
     b, c, h, w = x.shape
     padded = F.pad(x, (padding, padding, padding, padding))  # zeros = black, before normalisation
-    offsets = torch.randint(0, 2 * padding + 1, (2, b), generator=generator, device=_draw_device(generator))
-    offsets = offsets.to(x.device)
     rows = offsets[0, :, None] + torch.arange(h, device=x.device)  # b x h
     cols = offsets[1, :, None] + torch.arange(w, device=x.device)  # b x w
     batch_idx = torch.arange(b, device=x.device)[:, None, None, None]
@@ -453,13 +479,12 @@ def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> to
     return padded[batch_idx, chan_idx, rows[:, None, :, None], cols[:, None, None, :]]
 
 
-def random_hflip(x: torch.Tensor, generator: torch.Generator, p: float = FLIP_PROBABILITY) -> torch.Tensor:
-    """Flip each image left-right independently with probability ``p``."""
-    flip = torch.rand(x.shape[0], generator=generator, device=_draw_device(generator)) < p
-    return torch.where(flip.to(x.device)[:, None, None, None], x.flip(-1), x)
+def hflip(x: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    """Mirror left-right the images whose ``flips`` entry is true."""
+    return torch.where(flips[:, None, None, None], x.flip(-1), x)
 
 
-def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+def normalize(x: torch.Tensor, mean: Sequence[float] | torch.Tensor, std: Sequence[float] | torch.Tensor) -> torch.Tensor:
     """``(x - mean) / std`` per channel."""
     m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
@@ -481,33 +506,31 @@ def iterate_batches(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield one epoch of ``(normalised float32 inputs, int64 labels)`` on ``device``.
 
-    ``x`` holds un-normalised images in [0, 1] (CPU or GPU). Shuffling and augmentation draw only
-    from ``generator`` -- required when either is on -- in a fixed order (the permutation when
-    iteration starts, then per batch: crop offsets, flip coin flips), so the same generator state
-    reproduces the same epoch. Draws happen lazily as batches are consumed.
+    ``x`` holds un-normalised images in [0, 1], on the CPU or already on ``device`` (then batches are
+    gathered, augmented and normalised there without any host synchronisation). Shuffling and
+    augmentation draw only from ``generator`` -- required when either is on -- all at the start of
+    the epoch (:func:`draw_epoch_plan`), so the same generator state reproduces the same epoch on
+    every device.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"x has {x.shape[0]} samples but y has {y.shape[0]}")
-    if (shuffle or augment) and generator is None:
-        # Falling back to the global RNG would make runs irreproducible and unresumable.
-        raise ValueError("shuffle/augment need an explicit torch.Generator")
     if len(mean) != x.shape[1] or len(std) != x.shape[1]:
         raise ValueError(f"mean/std need {x.shape[1]} entries, got {len(mean)}/{len(std)}")
 
     n = x.shape[0]
-    if shuffle:
-        assert generator is not None
-        order = torch.randperm(n, generator=generator, device=_draw_device(generator)).to(x.device)
-    else:
-        order = torch.arange(n, device=x.device)
+    plan = draw_epoch_plan(n, shuffle=shuffle, augment=augment, generator=generator).to(x.device)
+    # built once per epoch: creating them from Python lists per batch would copy from host each time
+    mean_t = torch.tensor(mean, dtype=torch.float32).to(device)
+    std_t = torch.tensor(std, dtype=torch.float32).to(device)
+    labels_follow = plan.order.to(y.device)
     stop = n - n % batch_size if drop_last else n
     for start in range(0, stop, batch_size):
-        idx = order[start : start + batch_size]
-        xb = x[idx].to(device=device, dtype=torch.float32)
+        positions = slice(start, start + batch_size)
+        xb = x[plan.order[positions]].to(device=device, dtype=torch.float32)
         if augment:
-            assert generator is not None
-            xb = random_hflip(random_crop(xb, CROP_PADDING, generator), generator)
-        yb = y[idx.to(y.device)].to(device=device, dtype=torch.int64)
-        yield normalize(xb, mean, std), yb
+            offsets, flips = plan.crop_offsets[:, positions].to(xb.device), plan.flips[positions].to(xb.device)
+            xb = hflip(crop(xb, CROP_PADDING, offsets), flips)
+        yb = y[labels_follow[positions]].to(device=device, dtype=torch.int64)
+        yield normalize(xb, mean_t, std_t), yb

@@ -156,14 +156,17 @@ def update_layer(layer: BayesianLayer, zeta: float, criterion: str, lam: float) 
     added[torch.topk(growth, k).indices] = True
     new_mask = kept | added
     fresh = added & ~active  # re-added weights (added & active) keep their values
-    # detach() shares the parameters' version counters, so these writes invalidate cached sigmas
-    mu_flat, rho_flat = mu.detach().view(-1), rho.detach().view(-1)
-    survivors_rho = rho_flat[kept].mean()
-    mu_flat[fresh] = 0.0
-    rho_flat[fresh] = survivors_rho
-    mu_flat[~new_mask] = 0.0
-    rho_flat[~new_mask] = 0.0
-    layer.mask.copy_(new_mask.view_as(layer.mask))
+    # Writes go through masks of the parameter's shape (logical order), not a flat view: a flat view
+    # does not exist for channels-last weights. detach() shares the parameters' version counters, so
+    # these writes invalidate cached sigmas.
+    fresh, new_mask, kept = (m.view(mu.shape) for m in (fresh, new_mask, kept))
+    mu_data, rho_data = mu.detach(), rho.detach()
+    survivors_rho = rho_data[kept].mean()
+    mu_data[fresh] = 0.0
+    rho_data[fresh] = survivors_rho
+    mu_data[~new_mask] = 0.0
+    rho_data[~new_mask] = 0.0
+    layer.mask.copy_(new_mask)
     removed = {c: active & ~_top_active(s, active_idx, n_active - k, numel) for c, s in scores.items()}
     return {"scores": scores, "removed": removed}
 

@@ -17,6 +17,8 @@ finished run (``metrics.json`` present) is not redone. Result files are written 
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -34,7 +36,7 @@ import torch.nn.functional as F
 import yaml
 
 from . import flops
-from .config import RunConfig
+from .config import ConfigError, RunConfig
 from .data import Dataset, iterate_batches, load_dataset
 from .evaluate import posterior_generator, posterior_samples, predict
 from .layers import PosteriorInit, set_mode, total_kl, variational_parameter_groups
@@ -52,7 +54,7 @@ FINAL_MODEL = "model.pt"
 SUBSPACE_RECORDS = "subspace.json"
 RESOLVED_CONFIG = "config.yaml"
 # config keys that may change between a run and its resumption without changing its results
-ENVIRONMENT_KEYS = ("data_dir", "download", "device", "threads")
+ENVIRONMENT_KEYS = ("data_dir", "download", "device", "threads", "data_on_device")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -66,6 +68,42 @@ class RunConflictError(RuntimeError):
 # --------------------------------------------------------------------------------------------
 # setup
 # --------------------------------------------------------------------------------------------
+
+def memory_format(cfg: RunConfig) -> torch.memory_format:
+    return torch.channels_last if cfg.channels_last else torch.contiguous_format
+
+
+def _cpu_channels_last_weight_grad_is_wrong() -> bool:
+    """Probe for a PyTorch CPU bug (seen in 2.14.1): the weight gradient of a channels-last 1x1 stride-2
+    convolution with 2-7 input channels comes out wrong (silently)."""
+    x, w = torch.randn(2, 4, 4, 4), torch.randn(4, 4, 1, 1)
+    grads = []
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        weight = w.clone().requires_grad_()
+        F.conv2d(x.contiguous(memory_format=fmt), weight, stride=2).sum().backward()
+        grads.append(weight.grad)
+    return not torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-5)
+
+
+def check_memory_format(model: nn.Module, cfg: RunConfig, device: torch.device) -> None:
+    """Refuse channels-last on a CPU when the model has a convolution the PyTorch bug above hits."""
+    if not cfg.channels_last or device.type != "cpu":
+        return
+    hit = [name for name, m in model.named_modules()
+           if getattr(m, "kernel_size", None) in ((1, 1), 1) and getattr(m, "stride", 1) not in (1, (1, 1))
+           and 2 <= getattr(m, "in_channels", 0) <= 7]
+    if hit and _cpu_channels_last_weight_grad_is_wrong():
+        raise ConfigError(f"channels_last: this PyTorch's CPU convolution gives wrong weight gradients for "
+                         f"channels-last 1x1 strided convolutions with 2-7 input channels ({', '.join(hit)}); "
+                         "use channels_last on a GPU (on CPUs it is slower anyway) or a wider model")
+
+
+def mixed_precision(cfg: RunConfig, device: torch.device) -> contextlib.AbstractContextManager:
+    """The autocast region of a training step's forward pass (the layers keep their variance path fp32)."""
+    if cfg.precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -110,14 +148,20 @@ class Run:
     history: list | None = None
 
 
-def build_run(cfg: RunConfig) -> Run:
+def build_run(cfg: RunConfig, data: Dataset | None = None) -> Run:
+    """Everything a run needs, freshly initialised; ``data`` replaces the config's dataset (benchmarks)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
-    data = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download, image_size=cfg.image_size)
+    if data is None:
+        data = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download, image_size=cfg.image_size)
+    if cfg.data_on_device:
+        data = dataclasses.replace(data, x_train=data.x_train.to(device), y_train=data.y_train.to(device))
     init = PosteriorInit(cfg.mu_init_std, cfg.sigma_init, cfg.sigma_init_std)
-    model = create_model(cfg.arch, data.num_classes, cfg.width, data.in_channels, bayesian=True, init=init).to(device)
+    model = create_model(cfg.arch, data.num_classes, cfg.width, data.in_channels, bayesian=True, init=init)
+    check_memory_format(model, cfg, device)
+    model = model.to(device, memory_format=memory_format(cfg))
     mu_and_deterministic, rho = variational_parameter_groups(model)
     optimizer = torch.optim.SGD([
         {"params": mu_and_deterministic, "lr": cfg.lr, "weight_decay": cfg.weight_decay},
@@ -216,7 +260,9 @@ def train_one_epoch(run: Run) -> dict:
                               device=run.device)
     for i, (inputs, labels) in enumerate(batches, start=1):
         run.step += 1
-        ce = F.cross_entropy(model(inputs), labels)
+        with mixed_precision(cfg, run.device):
+            logits = model(inputs.contiguous(memory_format=memory_format(cfg)))
+        ce = F.cross_entropy(logits.float(), labels)
         kl = total_kl(model, cfg.prior_std)
         loss = ce + beta * kl
         run.optimizer.zero_grad(set_to_none=True)

@@ -431,7 +431,8 @@ def test_augmentation_crops_with_zero_padding() -> None:
 
 def test_horizontal_flip_is_random_per_sample() -> None:
     ramp = torch.arange(8.0).expand(32, 1, 8, 8).contiguous()
-    flipped = data.random_hflip(ramp, torch.Generator().manual_seed(0))
+    plan = data.draw_epoch_plan(32, shuffle=False, augment=True, generator=torch.Generator().manual_seed(0))
+    flipped = data.hflip(ramp, plan.flips)
     is_flipped = torch.tensor([torch.equal(img, ramp[0].flip(-1)) for img in flipped])
     is_same = torch.tensor([torch.equal(img, ramp[0]) for img in flipped])
     assert torch.all(is_flipped | is_same)
@@ -441,7 +442,8 @@ def test_horizontal_flip_is_random_per_sample() -> None:
 def test_random_crop_zero_offset_region() -> None:
     # With a forced offset of 0 the top-left 4 rows/cols of the crop are padding.
     x = torch.ones(200, 1, 8, 8)
-    crops = data.random_crop(x, 4, torch.Generator().manual_seed(0))
+    plan = data.draw_epoch_plan(200, shuffle=False, augment=True, generator=torch.Generator().manual_seed(0))
+    crops = data.crop(x, 4, plan.crop_offsets)
     top_left = [c for c in crops if c[0, 0, 0] == 0 and c[0, 3, 3] == 0 and c[0, 4, 4] == 1]
     assert top_left, "offset (0, 0) never drawn in 200 samples"
     assert torch.all(top_left[0][0, :4, :] == 0) and torch.all(top_left[0][0, :, :4] == 0)
