@@ -114,6 +114,12 @@ def ratio(a: dict, b: dict) -> float:
     return a["median_s"] / b["median_s"]
 
 
+def paired_ratio(a: list[float], b: list[float]) -> float:
+    """Median of the per-repeat ratios a_i / b_i: the two paths of a repeat ran back to back, so slow
+    drifts of the machine cancel in each ratio (more robust than the ratio of medians on a noisy host)."""
+    return statistics.median(x / y for x, y in zip(a, b, strict=True))
+
+
 def machine_info(device: torch.device) -> dict:
     info = {
         "platform": platform.platform(), "machine": platform.machine(), "processor": platform.processor(),
@@ -285,6 +291,7 @@ def benchmark_model(arch: str, width: float, batch: int, image_size: int, densit
     del check, ref_grads, prod_grads
     train = {p.name: summarize(times[p.name], batch) for p in paths}
     train["production_vs_reference"] = ratio(train["production"], train["reference"])
+    train["paired_ratio_median"] = paired_ratio(times["production"], times["reference"])
     train["steps"], train["warmup"] = steps, warmup
     train["wall_time_s"] = time.perf_counter() - phase_start
     phase_start = time.perf_counter()
@@ -306,6 +313,7 @@ def benchmark_model(arch: str, width: float, batch: int, image_size: int, densit
         eval_diff = float((eval_step(reference, x) - eval_step(production, x)).abs().max())
     evaluation = {p.name: summarize(eval_times[p.name], batch) for p in paths}
     evaluation["production_vs_reference"] = ratio(evaluation["production"], evaluation["reference"])
+    evaluation["paired_ratio_median"] = paired_ratio(eval_times["production"], eval_times["reference"])
     evaluation["output_max_abs_diff"] = eval_diff
     evaluation["repeats"] = eval_repeats
     evaluation["wall_time_s"] = time.perf_counter() - phase_start
@@ -862,7 +870,8 @@ def run_benchmark(arch: str = "resnet18", width: float = 1.0, batch: int = 128, 
         record["speed_variants"]["wall_time_s"] = time.perf_counter() - speed_start
     record["machine"]["load_average_end"] = load_average()
     record["notes"] = [
-        "times in seconds; ratios are medians: production/reference and sparse/dense (< 1 = faster)",
+        "times in seconds; ratios are medians: production/reference and sparse/dense (< 1 = faster); "
+        "paired_ratio_median = median over repeats of the ratio of the two paths' back-to-back times",
         "train_step: one masked SSVI optimiser step per step; subspace-update steps (every delta_t) are not timed",
         "train_step/eval: reference and production interleaved, alternating which goes first",
         "first_step_check: gradient differences of ~1e-3..1e-2 (max-relative) at width 1 are rounding: the "

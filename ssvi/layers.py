@@ -20,7 +20,6 @@ Usage::
 from __future__ import annotations
 
 import abc
-import contextlib
 import math
 from dataclasses import dataclass
 
@@ -30,14 +29,6 @@ import torch.nn.functional as F
 
 LRT_EPS = 1e-8  # keeps sqrt differentiable where the variance path is exactly 0
 MODES = ("lrt", "mean", "sample")
-
-
-def full_precision(device_type: str) -> contextlib.AbstractContextManager:
-    """Switch autocast off inside a bf16 autocast region: the LRT variance path sums products of
-    tiny sigma^2 (~1e-7) with squared activations, so it stays in fp32 while the mean path runs in bf16."""
-    if torch.is_autocast_enabled(device_type):
-        return torch.autocast(device_type, enabled=False)
-    return contextlib.nullcontext()
 
 
 @dataclass(frozen=True)
@@ -126,14 +117,21 @@ class BayesianLayer(nn.Module, abc.ABC):
         sigma = self.sigma
         if torch.is_grad_enabled():
             self._sigma_cache = (self.weight_rho._version, sigma)
-        with full_precision(x.device.type):
-            x = x.float()  # no-op unless a bf16 autocast region handed in bf16 activations
-            # sigma^2 masked: inactive rho = 0 would otherwise give sigma = 0.69
-            variance = self._op(x * x, sigma.square() * self.mask, None)
+        if torch.is_autocast_enabled(x.device.type):
+            # The variance path sums products of tiny sigma^2 (~1e-7) and squared activations: it
+            # stays fp32 inside a bf16 autocast region, where only the mean path runs in bf16.
+            with torch.autocast(x.device.type, enabled=False):
+                variance = self._variance(x.float(), sigma)
+        else:
+            variance = self._variance(x, sigma)
         # in place: the convolution's backward needs its inputs, not its output
         std = variance.add_(LRT_EPS).sqrt_()
         # fp32 noise and output even when the mean path ran in bf16
         return torch.addcmul(mean, std, torch.randn_like(std))
+
+    def _variance(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        # sigma^2 masked: inactive rho = 0 would otherwise give sigma = 0.69
+        return self._op(x * x, sigma.square() * self.mask, None)
 
     def kl(self, prior_std: float) -> torch.Tensor:
         """Closed-form KL to N(0, prior_std^2), summed over active weights."""

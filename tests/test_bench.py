@@ -129,6 +129,9 @@ def test_run_benchmark_tiny_is_json_with_documented_keys():
             assert stats["n"] >= 2 and stats["median_s"] > 0 and stats["samples_per_s"] > 0
             assert stats["p25_s"] <= stats["median_s"] <= stats["p75_s"]
         assert record[section]["production_vs_reference"] > 0
+        paired = [p / r for p, r in zip(record[section]["production"]["samples_s"],
+                                        record[section]["reference"]["samples_s"])]
+        assert min(paired) <= record[section]["paired_ratio_median"] <= max(paired)
     check = record["first_step_check"]
     assert check["loss_max_abs_diff"] < 1e-4 and check["grad_max_rel_l2_diff"] < 1e-2
     assert record["eval"]["output_max_abs_diff"] < 1e-4
@@ -145,3 +148,32 @@ def test_bench_cli_options():
     assert args.micro_densities == [0.1] and args.threads == 1 and args.batch == 128 and args.density == 0.1
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--micro-routes", "coo"])
+
+
+def test_speed_variants_section_times_real_trainer_epochs():
+    record = run_benchmark(arch="resnet18", width=0.125, batch=8, image_size=16, steps=1, warmup=1,
+                           sparse_routes=False, speed_variants=("plain", "data_on_device", "bf16"),
+                           speed_steps=2, speed_repeats=2)
+    section = record["speed_variants"]
+    assert set(section["variants"]) == {"plain", "data_on_device", "bf16"}
+    for name, stats in section["variants"].items():
+        assert stats["n"] == 2 and stats["median_s"] > 0 and stats["samples_per_s"] > 0, name
+        assert stats["speedup_vs_plain"] > 0
+        assert stats["host_syncs_in_one_epoch"] == {"checked": False,
+                                                     "why": "only CUDA can detect host synchronisations"}
+    variants = section["variants"]
+    # same seed, same data: on a CPU keeping the data "on the device" changes nothing numerically,
+    # bf16 moves the first-epoch loss by rounding only
+    assert variants["data_on_device"]["first_epoch_loss_rel_diff_vs_plain"] == 0.0
+    assert 0 < variants["bf16"]["first_epoch_loss_rel_diff_vs_plain"] < 0.05
+    assert variants["bf16"]["overrides"] == {"precision": "bf16"}
+    json.loads(json.dumps(record))
+
+
+def test_speed_variant_option_parsing():
+    from ssvi.bench import SPEED_VARIANTS, build_parser
+    assert build_parser().parse_args(["--speed-variants", "all"]).speed_variants == list(SPEED_VARIANTS)
+    assert build_parser().parse_args(["--speed-variants", "plain,fast"]).speed_variants == ["plain", "fast"]
+    assert build_parser().parse_args([]).speed_variants == []
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--speed-variants", "fp8"])
