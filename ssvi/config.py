@@ -75,7 +75,7 @@ class RunConfig:
     data_on_device: bool = opt(False, 'keep the training set on the training device and augment there '
                                       '(no host copy or synchronisation per batch; same batches)')
     channels_last: bool = opt(False, 'model and batches in channels-last memory format '
-                                     '(faster convolutions on GPUs, slower on CPUs)')
+                                     '(meant for GPU tensor cores; slower on CPUs)')
     precision: str = opt("fp32", 'fp32 | bf16: bf16 autocast for the mean path of training steps; '
                                  'the variance path, KL, optimiser and evaluation stay fp32')
     extra: dict[str, Any] = field(default_factory=dict, metadata={"help": "method-specific options of user baselines"})

@@ -87,16 +87,19 @@ def test_channels_last_matches_the_contiguous_step(monkeypatch):
     # only rounding between them.
     randn_like = torch.randn_like
     monkeypatch.setattr(torch, "randn_like", lambda t: randn_like(t.contiguous()).to(memory_format=_format_of(t)))
-    no_updates = {"delta_t": 1000}
-    plain_run, plain = _one_epoch(no_updates)
-    fast_run, fast = _one_epoch({**no_updates, "channels_last": True})
+    # one step from identical weights: later steps would add the rounding of a different conv
+    # algorithm on top (at width 1/8 that reaches ~1e-5 of the loss within 3 steps)
+    no_updates, one_batch = {"delta_t": 1000}, _tiny_data(32)
+    plain_run, plain = _one_epoch(no_updates, data=one_batch)
+    fast_run, fast = _one_epoch({**no_updates, "channels_last": True}, data=one_batch)
+    assert plain_run.step == fast_run.step == 1
     for name, layer in bayesian_layers(fast_run.model).items():
         if layer.weight_mu.dim() == 4:
             assert layer.weight_mu.is_contiguous(memory_format=torch.channels_last), name
             assert layer.mask.is_contiguous(memory_format=torch.channels_last), name
-    assert fast["loss"] == pytest.approx(plain["loss"], rel=1e-5)
+    assert fast["loss"] == pytest.approx(plain["loss"], rel=1e-6)
     for (name, p), q in zip(plain_run.model.named_parameters(), fast_run.model.parameters(), strict=True):
-        torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-6, msg=name)
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-7, msg=name)
 
 
 def test_subspace_update_of_channels_last_weights_is_exact():
