@@ -520,17 +520,17 @@ def iterate_batches(
         raise ValueError(f"mean/std need {x.shape[1]} entries, got {len(mean)}/{len(std)}")
 
     n = x.shape[0]
-    plan = draw_epoch_plan(n, shuffle=shuffle, augment=augment, generator=generator).to(x.device)
-    # built once per epoch: creating them from Python lists per batch would copy from host each time
+    # Every copy happens here, once per epoch: the plan goes where augmentation runs (``device``),
+    # the order also where the data live; normalisation constants are built once, not per batch.
+    plan = draw_epoch_plan(n, shuffle=shuffle, augment=augment, generator=generator).to(device)
+    order_x, order_y = plan.order.to(x.device), plan.order.to(y.device)
     mean_t = torch.tensor(mean, dtype=torch.float32).to(device)
     std_t = torch.tensor(std, dtype=torch.float32).to(device)
-    labels_follow = plan.order.to(y.device)
     stop = n - n % batch_size if drop_last else n
     for start in range(0, stop, batch_size):
         positions = slice(start, start + batch_size)
-        xb = x[plan.order[positions]].to(device=device, dtype=torch.float32)
+        xb = x[order_x[positions]].to(device=device, dtype=torch.float32)
         if augment:
-            offsets, flips = plan.crop_offsets[:, positions].to(xb.device), plan.flips[positions].to(xb.device)
-            xb = hflip(crop(xb, CROP_PADDING, offsets), flips)
-        yb = y[labels_follow[positions]].to(device=device, dtype=torch.int64)
+            xb = hflip(crop(xb, CROP_PADDING, plan.crop_offsets[:, positions]), plan.flips[positions])
+        yb = y[order_y[positions]].to(device=device, dtype=torch.int64)
         yield normalize(xb, mean_t, std_t), yb
