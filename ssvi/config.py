@@ -17,7 +17,11 @@ from typing import Any
 
 import yaml
 
+from .errors import UserError
+
 PRECISIONS = ("fp32", "bf16")
+# keys that may change between a run and its resumption without changing its results
+ENVIRONMENT_KEYS = ("data_dir", "download", "device", "threads", "data_on_device")
 
 
 def opt(default: Any, help: str) -> Any:
@@ -25,8 +29,25 @@ def opt(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A run configuration that cannot be used; the message names the key."""
+
+
+def results_config(values: dict) -> dict:
+    """The part of a resolved run config that identifies its results (environment keys dropped)."""
+    return {k: v for k, v in values.items() if k not in ENVIRONMENT_KEYS}
+
+
+def config_differences(recorded: dict, expected: dict) -> dict[str, tuple[Any, Any]]:
+    """Result-identity keys whose values differ: key -> (recorded, expected); missing keys read as absent."""
+    a, b = results_config(recorded), results_config(expected)
+    missing = "<absent>"
+    return {k: (a.get(k, missing), b.get(k, missing)) for k in sorted(set(a) | set(b)) if a.get(k, missing) != b.get(k, missing)}
+
+
+def describe_differences(differences: dict[str, tuple[Any, Any]]) -> str:
+    """``key: recorded -> expected`` for each differing key, comma-separated."""
+    return ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in differences.items())
 
 
 @dataclass

@@ -51,6 +51,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import UserError
+
 __all__ = [
     "CIFAR10C_CORRUPTIONS",
     "DATASETS",
@@ -121,7 +123,7 @@ _HOW_TO_GET = (
 )
 
 
-class DataMissingError(RuntimeError):
+class DataMissingError(UserError, RuntimeError):
     """A dataset's files are missing or corrupt; the message says which files, where, and how."""
 
 

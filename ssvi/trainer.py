@@ -36,8 +36,9 @@ import torch.nn.functional as F
 import yaml
 
 from . import flops
-from .config import ConfigError, RunConfig
+from .config import ConfigError, RunConfig, results_config
 from .data import Dataset, iterate_batches, load_dataset
+from .errors import UserError
 from .evaluate import posterior_generator, posterior_samples, predict
 from .layers import PosteriorInit, set_mode, total_kl, variational_parameter_groups
 from .methods import Method, TrainContext, create_method
@@ -53,15 +54,13 @@ PREDICTIONS = "predictions.pt"
 FINAL_MODEL = "model.pt"
 SUBSPACE_RECORDS = "subspace.json"
 RESOLVED_CONFIG = "config.yaml"
-# config keys that may change between a run and its resumption without changing its results
-ENVIRONMENT_KEYS = ("data_dir", "download", "device", "threads", "data_on_device")
 
 
 class NonFiniteLossError(RuntimeError):
     pass
 
 
-class RunConflictError(RuntimeError):
+class RunConflictError(UserError, RuntimeError):
     pass
 
 
@@ -211,10 +210,6 @@ def save_checkpoint(run: Run, path: Path) -> None:
     atomic_write(path, lambda p: torch.save(state, p))
 
 
-def results_config(values: dict) -> dict:
-    return {k: v for k, v in values.items() if k not in ENVIRONMENT_KEYS}
-
-
 def load_checkpoint(run: Run, path: Path) -> None:
     state = torch.load(path, map_location=run.device, weights_only=False)
     if results_config(state["config"]) != results_config(run.cfg.to_dict()):
@@ -308,7 +303,7 @@ def write_results(run: Run, out: Path, metrics: dict, predictions: dict) -> dict
         "method": cfg.method, "dataset": cfg.dataset, "arch": cfg.arch, "width": cfg.width, "seed": cfg.seed,
         "density": method.density(), "target_density": cfg.density if method.layers else 1.0,
         "epochs": cfg.epochs, "steps": run.step,
-        **{k: metrics[k] for k in ("acc", "nll", "ece", "ece_ssvi", "brier")},
+        **{k: metrics[k] for k in ("acc", "nll", "ece", "ece_ssvi", "brier", "nll_floor_hits")},
         "mean_weight": metrics["mean_weight"],
         "train_flops": method.initial_train_flops() + run.train_flops,
         "train_flops_this_run": run.train_flops,
