@@ -20,6 +20,8 @@ from ssvi.subspace import mask_momentum, select_sparse_layers, set_masks, top_sc
 
 
 def scheduled_density(step: int, t_end: int, delta_t: int, target_density: float) -> float:
+    if step >= t_end:  # exactly the target (1 - (1 - d) can differ from d in the last bit)
+        return target_density
     sparsity = CubicSL.sparsity_compute_fn(s_0=0.0, s_f=1.0 - target_density, t=min(step, t_end), t_0=0,
                                            dt=delta_t, n=max(t_end, 1) / delta_t)
     return 1.0 - sparsity

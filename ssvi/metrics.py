@@ -48,6 +48,8 @@ METRIC_VARIANTS: dict[str, str] = {
     "ece_ssvi": "authors' ECE: uncertainty-calibration get_calibration_error defaults (class-wise, debiased, "
                 "L2, 15 equal-mass bins); NaN if the package fails",
     "brier": "Brier score: mean over samples of the sum over classes of (p - onehot)^2 (range [0, 2])",
+    "nll_floor_hits": f"test points whose true-label probability was below the NLL floor {NLL_PROB_FLOOR:g} "
+                      "(the authors' NLL is inf whenever this is > 0)",
 }
 
 
@@ -103,7 +105,8 @@ def classification_metrics(probs: Tensor, labels: Tensor) -> dict[str, float]:
         labels: N integer labels in [0, C).
 
     Returns:
-        ``{"acc", "nll", "ece", "ece_ssvi", "brier"}`` as Python floats; see :data:`METRIC_VARIANTS`.
+        ``{"acc", "nll", "ece", "ece_ssvi", "brier"}`` as Python floats and ``nll_floor_hits`` (an int);
+        see :data:`METRIC_VARIANTS`.
     """
     from torchmetrics.classification import MulticlassCalibrationError
 
@@ -128,6 +131,7 @@ def classification_metrics(probs: Tensor, labels: Tensor) -> dict[str, float]:
         "ece": float(ece),
         "ece_ssvi": calibration_error_ssvi(probs, labels),
         "brier": float(brier),
+        "nll_floor_hits": int((p_true < NLL_PROB_FLOOR).sum()),
     }
 
 

@@ -6,7 +6,9 @@ A boolean mask per sparsified Bayesian layer, shared by mu and rho, at a uniform
   1. zeta = (alpha / 2) * (1 + cos(pi * step / t_end)); k = floor(zeta * n_active)
   2. remove: keep the n_active - k active weights with the highest removal-criterion score
   3. add: among all weights not kept, activate the k with the largest |dL/dmu| (dense gradient)
-  4. newly added weights get mu = 0 and rho = mean rho of the layer's survivors; removed weights are
+  4. newly added weights get mu = 0 and rho = the mean rho over every weight active both before and
+     after the update (the criterion-kept weights and the weights removed and re-added in this update:
+     the authors' ``grow_std_init`` averages every non-zero rho after masking); removed weights are
      zeroed and forgotten; a weight removed and re-added in the same update keeps its values.
 
 Density is therefore exactly constant. At each update the removal sets of all six criteria are
@@ -55,7 +57,8 @@ def select_sparse_layers(model: nn.Module, layout: SparsityLayout = SparsityLayo
 # --------------------------------------------------------------------------------------------
 
 def num_kept(numel: int, density: float) -> int:
-    return max(1, min(numel, int(round(density * numel))))
+    """Active weights of a layer of ``numel`` at ``density``: the authors' count n - int((1 - d) n)."""
+    return max(1, min(numel, numel - int((1 - density) * numel)))
 
 
 def random_mask(shape: torch.Size, density: float, generator: torch.Generator) -> torch.Tensor:
@@ -161,9 +164,11 @@ def update_layer(layer: BayesianLayer, zeta: float, criterion: str, lam: float) 
     # these writes invalidate cached sigmas.
     fresh, new_mask, kept = (m.view(mu.shape) for m in (fresh, new_mask, kept))
     mu_data, rho_data = mu.detach(), rho.detach()
-    survivors_rho = rho_data[kept].mean()
+    # mean over kept and re-added weights, taken before the fresh ones receive their rho
+    still_active = new_mask & active.view(mu.shape)
+    grown_rho = rho_data[still_active].mean()
     mu_data[fresh] = 0.0
-    rho_data[fresh] = survivors_rho
+    rho_data[fresh] = grown_rho
     mu_data[~new_mask] = 0.0
     rho_data[~new_mask] = 0.0
     layer.mask.copy_(new_mask)

@@ -12,7 +12,7 @@ import torch
 import calibration
 from ssvi.metrics import METRIC_VARIANTS, classification_metrics, ood_metrics, uncertainty_scores
 
-KEYS = {"acc", "nll", "ece", "ece_ssvi", "brier"}
+KEYS = {"acc", "nll", "ece", "ece_ssvi", "brier", "nll_floor_hits"}
 
 
 def _numpy_ece(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
@@ -26,6 +26,17 @@ def _numpy_ece(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float
         sel = idx == b
         ece += sel.mean() * abs(correct[sel].mean() - conf[sel].mean())
     return ece
+
+
+def test_nll_counts_the_test_points_at_the_probability_floor():
+    # the authors' NLL is inf as soon as one true-label probability underflows to 0; ours is finite, and
+    # the count makes that difference visible
+    probs = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5], [1.0, 0.0]], dtype=torch.float64)
+    labels = torch.tensor([1, 1, 0, 1])
+    m = classification_metrics(probs, labels)
+    assert m["nll_floor_hits"] == 2
+    assert math.isfinite(m["nll"])
+    assert m["nll"] == pytest.approx((2 * -math.log(1e-12) + math.log(2)) / 4, rel=1e-9)
 
 
 def _random_case(n=2000, c=10, seed=0, sharp=3.0):
@@ -48,7 +59,8 @@ def test_hand_computed_small_case():
     probs = torch.tensor([[0.9, 0.1], [0.9, 0.1], [0.6, 0.4], [0.3, 0.7]])
     labels = torch.tensor([0, 1, 0, 1])
     m = classification_metrics(probs, labels)
-    assert set(m) == KEYS and all(isinstance(v, float) for v in m.values())
+    assert set(m) == KEYS and all(isinstance(m[k], float) for k in KEYS - {"nll_floor_hits"})
+    assert m["nll_floor_hits"] == 0
     assert m["acc"] == pytest.approx(0.75)
     assert m["nll"] == pytest.approx(-(math.log(0.9) + math.log(0.1) + math.log(0.6) + math.log(0.7)) / 4, rel=1e-6)
     # sum over classes of squared errors: 0.02, 1.62, 0.32, 0.18

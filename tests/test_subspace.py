@@ -40,7 +40,7 @@ def test_density_is_exact_and_constant_over_many_updates():
     g = torch.Generator().manual_seed(0)
     set_masks(layers, {n: random_mask(l.mask.shape, 0.1, g) for n, l in layers.items()})
     counts = {n: l.num_active() for n, l in layers.items()}
-    assert all(c == round(0.1 * l.mask.numel()) for c, l in zip(counts.values(), layers.values()))
+    assert all(c == l.mask.numel() - int(0.9 * l.mask.numel()) for c, l in zip(counts.values(), layers.values()))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     moved = 0
     for step in range(1, 41):
@@ -75,17 +75,51 @@ def _layer_with_known_state():
 
 def test_update_removes_lowest_scores_and_grows_largest_gradients():
     layer = _layer_with_known_state()
-    survivors_rho = layer.weight_rho[0, :3].mean().item()
     update_layer(layer, zeta=0.4, criterion="mean", lam=1.0)  # k = floor(0.4 * 5) = 2
     # removed: entries 3 and 4 (smallest |mu|); candidates for growth: 3..9; largest |grad|: 4 (9.0), 9 (7.0)
     assert layer.mask[0].tolist() == [True, True, True, False, True, False, False, False, False, True]
-    # entry 4 was removed and re-added: keeps its values; entry 9 is new: mu = 0, rho = mean rho of survivors
+    # entry 4 was removed and re-added: keeps its values; entry 9 is new: mu = 0
     assert layer.weight_mu[0, 4].item() == pytest.approx(0.01)
     assert layer.weight_rho[0, 4].item() == pytest.approx(-3.4)
     assert layer.weight_mu[0, 9].item() == 0.0
-    assert layer.weight_rho[0, 9].item() == pytest.approx(survivors_rho)
     # entry 3 removed and forgotten
     assert layer.weight_mu[0, 3].item() == 0.0 and layer.weight_rho[0, 3].item() == 0.0
+
+
+def test_grown_rho_is_the_mean_over_kept_and_re_added_weights():
+    # the authors' grow_std_init: the mean of every non-zero rho after masking, before the new weights get
+    # theirs, i.e. over kept {0, 1, 2} and re-added {4}; the removed {3} and the fresh {9} are not in it
+    layer = _layer_with_known_state()
+    update_layer(layer, zeta=0.4, criterion="mean", lam=1.0)
+    kept_and_re_added = torch.tensor([-3.0, -3.1, -3.2, -3.4], dtype=layer.weight_rho.dtype).mean().item()
+    kept_only = torch.tensor([-3.0, -3.1, -3.2], dtype=layer.weight_rho.dtype).mean().item()
+    grown = layer.weight_rho[0, 9].item()
+    assert grown == pytest.approx(kept_and_re_added, rel=1e-6, abs=0)
+    assert abs(grown - kept_only) > 1e-2  # the two rules are told apart by this state
+
+
+def test_grown_rho_ignores_removed_weights_when_none_is_re_added():
+    layer = _layer_with_known_state()
+    layer.weight_mu.grad = torch.tensor([[0.0, 0.0, 0.0, 0.0, 0.0, 5.0, 1.0, 0.0, 0.0, 7.0]])
+    update_layer(layer, zeta=0.4, criterion="mean", lam=1.0)  # removes 3, 4; adds 9, 5 (both fresh)
+    assert layer.mask[0].tolist() == [True, True, True, False, False, True, False, False, False, True]
+    kept = torch.tensor([-3.0, -3.1, -3.2], dtype=layer.weight_rho.dtype).mean().item()
+    assert layer.weight_rho[0, 9].item() == pytest.approx(kept, rel=1e-6, abs=0)
+    assert layer.weight_rho[0, 5].item() == pytest.approx(kept, rel=1e-6, abs=0)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "vgg16"])
+@pytest.mark.parametrize("density", [0.05, 0.1, 0.2])
+def test_initial_active_count_is_the_authors_count(arch, density):
+    # the authors keep n - int((1 - d) * n) weights per sparse layer; round(d * n) is one more in some layers
+    model = create_model(arch, num_classes=10, width=1.0, in_channels=3)
+    layers = select_sparse_layers(model)
+    g = torch.Generator().manual_seed(0)
+    counts = {n: int(random_mask(l.mask.shape, density, g).sum()) for n, l in layers.items()}
+    expected = {n: l.mask.numel() - int((1 - density) * l.mask.numel()) for n, l in layers.items()}
+    assert counts == expected
+    if (arch, density) == ("resnet18", 0.1):  # this shape set does tell the two counts apart
+        assert any(expected[n] != round(density * l.mask.numel()) for n, l in layers.items())
 
 
 def test_update_uses_the_chosen_criterion():
