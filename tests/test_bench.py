@@ -177,3 +177,27 @@ def test_speed_variant_option_parsing():
     assert build_parser().parse_args([]).speed_variants == []
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--speed-variants", "fp8"])
+
+
+def test_concurrency_section_runs_real_training_processes_side_by_side():
+    record = run_benchmark(arch="resnet18", width=0.0625, batch=4, image_size=8, steps=1, warmup=1,
+                           sparse_routes=False, speed_steps=2, speed_repeats=1, concurrency=(1, 2))
+    section = record["concurrency"]
+    assert [row["processes"] for row in section["levels"]] == [1, 2]
+    for row in section["levels"]:
+        # every process trained speed_repeats epochs of speed_steps batches of the batch size
+        assert row["samples"] == row["processes"] * 1 * 2 * 4
+        assert len(row["per_process_samples_per_s"]) == row["processes"]
+        assert row["aggregate_samples_per_s"] == pytest.approx(row["samples"] / row["span_s"])
+        assert row["threads_per_process"] >= 1
+    assert section["levels"][0]["speedup_vs_one_process"] == 1.0
+    assert record["options"]["concurrency"] == [1, 2]
+    json.loads(json.dumps(record))
+
+
+def test_concurrency_option_parsing():
+    from ssvi.bench import build_parser
+    assert build_parser().parse_args(["--concurrency", "1,2,4"]).concurrency == [1, 2, 4]
+    assert build_parser().parse_args([]).concurrency == []
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--concurrency", "0,2"])

@@ -28,6 +28,8 @@ measured on the same machine in the same run:
                data for the trainer's speed options -- plain, data_on_device, channels_last, bf16 and
                fast (all three) -- with samples/s, speedup over plain, the first-epoch loss against the
                plain path's (same seed), and on CUDA the host synchronisations of one epoch.
+  concurrency  (only with ``--concurrency 1,2,4``) 1, 2, 4, ... spawned training processes sharing the
+               device: aggregate samples/s per level and the speedup over one process.
 
 Times are seconds per step: median, p25/p75, min/max over the repeats after warm-up. Ratios are
 production/reference or sparse/dense medians (< 1 = faster). Progress goes to stderr, the JSON to stdout.
@@ -38,6 +40,7 @@ Modules, each readable alone:
   speed_variants  whole trainer epochs for the trainer's speed options (the GPU fast path)
   sparse_layer    an LRT layer computing only on active weights (im2col + torch.sparse)
   routes          the layer-level microbenchmark of sparse routes against the dense masked layer
+  concurrency     several training processes sharing one device (aggregate samples/s)
   cli             ``run_benchmark`` (the JSON record) and the command line
 """
 

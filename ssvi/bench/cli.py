@@ -16,19 +16,21 @@ import torch
 
 from .routes import (ALL_ROUTES, MICRO_DENSITIES, MICRO_MIN_SAMPLE_S, MICRO_ROUTES, MICRO_SLOW_FACTOR,
                      benchmark_sparse_routes)
+from .concurrency import benchmark_concurrency
 from .speed_variants import SPEED_VARIANTS, benchmark_speed_variants
 from .timing import load_average, log, machine_info
 from .train_step import benchmark_model
 
 JSON_KEYS = ("benchmark", "timestamp", "options", "machine", "model", "train_step", "eval", "first_step_check",
-             "sparse_routes", "speed_variants", "notes", "wall_time_s")
+             "sparse_routes", "speed_variants", "concurrency", "notes", "wall_time_s")
 
 
 def run_benchmark(arch: str = "resnet18", width: float = 1.0, batch: int = 128, image_size: int = 32,
                   density: float = 0.1, steps: int = 12, warmup: int = 2, device: str = "cpu",
                   threads: int | None = None, sparse_routes: bool = True, seed: int = 0,
                   micro_densities=MICRO_DENSITIES, micro_routes=MICRO_ROUTES, micro_repeats: int = 2,
-                  speed_variants: tuple[str, ...] = (), speed_steps: int = 10, speed_repeats: int = 3) -> dict:
+                  speed_variants: tuple[str, ...] = (), speed_steps: int = 10, speed_repeats: int = 3,
+                  concurrency: tuple[int, ...] = (), concurrency_variant: str = "plain") -> dict:
     """Run the benchmark and return its JSON-serialisable record (see the module docstring)."""
     if steps < 1 or warmup < 1:
         raise ValueError("steps and warmup must be >= 1 (the first warm-up step is the equivalence check)")
@@ -43,7 +45,8 @@ def run_benchmark(arch: str = "resnet18", width: float = 1.0, batch: int = 128, 
                "steps": steps, "warmup": warmup, "device": device, "threads": threads,
                "sparse_routes": sparse_routes, "seed": seed, "micro_densities": list(micro_densities),
                "micro_routes": list(micro_routes), "micro_repeats": micro_repeats,
-               "speed_variants": list(speed_variants), "speed_steps": speed_steps, "speed_repeats": speed_repeats}
+               "speed_variants": list(speed_variants), "speed_steps": speed_steps, "speed_repeats": speed_repeats,
+               "concurrency": list(concurrency), "concurrency_variant": concurrency_variant}
     started = time.perf_counter()
     record = {"benchmark": "ssvi-bench Bayesian layer performance",
               "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -64,6 +67,12 @@ def run_benchmark(arch: str = "resnet18", width: float = 1.0, batch: int = 128, 
                                 if speed_variants else None)
     if record["speed_variants"] is not None:
         record["speed_variants"]["wall_time_s"] = time.perf_counter() - speed_start
+    concurrency_start = time.perf_counter()
+    record["concurrency"] = (benchmark_concurrency(arch, width, batch, image_size, density, speed_steps, speed_repeats,
+                                                   dev, seed, list(concurrency), concurrency_variant)
+                             if concurrency else None)
+    if record["concurrency"] is not None:
+        record["concurrency"]["wall_time_s"] = time.perf_counter() - concurrency_start
     record["machine"]["load_average_end"] = load_average()
     record["notes"] = [
         "times in seconds; ratios are medians: production/reference and sparse/dense (< 1 = faster); "
@@ -86,6 +95,10 @@ def run_benchmark(arch: str = "resnet18", width: float = 1.0, batch: int = 128, 
         "synthetic CIFAR-shaped data, no subspace updates; speedup_vs_plain = plain median / variant median "
         "(> 1 = faster); host_syncs_in_one_epoch counts synchronising CUDA calls of one more epoch (CUDA only; "
         "the epoch plan's copy to the device and the epoch's loss summary are the two expected per epoch)",
+        "concurrency: N spawned training processes on one device (synthetic data, the concurrency variant's "
+        "options, --speed-steps batches x --speed-repeats timed epochs each after one warm-up epoch, started "
+        "together); aggregate_samples_per_s = all samples / (last end - first start); on a CPU each process "
+        "gets cpu_count // N threads",
         "load_average_start/end show how contended the machine was",
     ]
     record["wall_time_s"] = time.perf_counter() - started
@@ -122,6 +135,13 @@ def _variants(text: str) -> list[str]:
     return names
 
 
+def _levels(text: str) -> list[int]:
+    levels = [int(v) for v in text.split(",") if v.strip()]
+    if not levels or min(levels) < 1:
+        raise argparse.ArgumentTypeError(f"concurrency levels must be integers >= 1, got {text!r}")
+    return levels
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The bench options (shared by ``python -m ssvi bench`` and ``python -m ssvi.bench``)."""
     parser.add_argument("--arch", default="resnet18", help="registered architecture (default: resnet18)")
@@ -147,6 +167,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"{','.join(SPEED_VARIANTS)}, or 'all' (default: none)")
     parser.add_argument("--speed-steps", type=int, default=10, help="batches per timed epoch (default: 10)")
     parser.add_argument("--speed-repeats", type=int, default=3, help="timed epochs per variant (default: 3)")
+    parser.add_argument("--concurrency", type=_levels, default=[],
+                        help="comma-separated numbers of training processes sharing the device, e.g. 1,2,4 "
+                             "(aggregate samples/s per level; default: none)")
+    parser.add_argument("--concurrency-variant", choices=list(SPEED_VARIANTS), default="plain",
+                        help="speed variant of the concurrency processes (default: plain; on a GPU: fast)")
     parser.add_argument("--out", help="also write the JSON to this file")
 
 
@@ -154,7 +179,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     record = run_benchmark(args.arch, args.width, args.batch, args.image_size, args.density, args.steps,
                            args.warmup, args.device, args.threads, args.sparse_routes, args.seed,
                            args.micro_densities, args.micro_routes, args.micro_repeats, tuple(args.speed_variants),
-                           args.speed_steps, args.speed_repeats)
+                           args.speed_steps, args.speed_repeats, tuple(args.concurrency), args.concurrency_variant)
     text = json.dumps(record, indent=1)
     print(text)
     if args.out:

@@ -37,6 +37,22 @@ def synthetic_cifar(num_train: int, image_size: int, seed: int):
     return Dataset("synthetic-cifar", x, y, x[:1], y[:1], NUM_CLASSES, CIFAR10_MEAN, CIFAR10_STD, augment=True)
 
 
+def speed_run(arch: str, width: float, batch: int, density: float, epochs: int, seed: int, device: torch.device,
+              variant: str, data):
+    """A freshly initialised trainer run (SSVI at ``density``, dense VI at 1.0) with a speed variant's options
+    and no subspace updates, on the given data."""
+    from ..config import RunConfig
+    from ..trainer import build_run
+
+    dense = density >= 1.0
+    cfg = RunConfig(method="dense_vi" if dense else "ssvi", arch=arch, width=width, density=min(density, 1.0),
+                    batch_size=batch, epochs=epochs, delta_t=10**9, seed=seed, device=str(device),
+                    **SPEED_VARIANTS[variant])
+    run = build_run(cfg, data=data)
+    run.method.initialize(run.model)
+    return run
+
+
 def count_host_syncs(fn: Callable[[], object], device: torch.device) -> dict:
     """Synchronising CUDA calls made by ``fn`` (CUDA's sync debug mode), counted per Python call site."""
     if device.type != "cuda":
@@ -64,18 +80,10 @@ def benchmark_speed_variants(arch: str, width: float, batch: int, image_size: in
     on ``steps`` batches of synthetic CIFAR-shaped data. Epochs of the variants are interleaved; the first
     epoch of each is the warm-up and, run from the same seed, shows how far each variant's numerics
     move the loss away from the plain path's."""
-    from ..config import RunConfig
-    from ..trainer import build_run, train_one_epoch
+    from ..trainer import train_one_epoch
 
     data = synthetic_cifar(steps * batch, image_size, seed)
-    dense = density >= 1.0
-    runs = {}
-    for name in variants:
-        cfg = RunConfig(method="dense_vi" if dense else "ssvi", arch=arch, width=width, density=min(density, 1.0),
-                        batch_size=batch, epochs=repeats + 2, delta_t=10**9, seed=seed, device=str(device),
-                        **SPEED_VARIANTS[name])
-        runs[name] = build_run(cfg, data=data)
-        runs[name].method.initialize(runs[name].model)
+    runs = {name: speed_run(arch, width, batch, density, repeats + 2, seed, device, name, data) for name in variants}
     times: dict[str, list[float]] = {name: [] for name in variants}
     first_loss: dict[str, float] = {}
     for rep in range(repeats + 1):
