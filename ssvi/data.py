@@ -1,4 +1,4 @@
-"""Datasets and minibatch iteration for the SSVI reproduction suite.
+"""Datasets of the SSVI reproduction suite: the registry, the file loaders and their verification.
 
 What this module provides
 -------------------------
@@ -18,13 +18,14 @@ What this module provides
   ========== ===================================================== ======== =========
 
 * :func:`load_cifar10c` -- one corruption/severity block of CIFAR-10-C (evaluation only).
-* :func:`iterate_batches` -- shuffling, tensor-level augmentation (random crop with zero padding 4
-  and random horizontal flip, as ``RandomCrop(32, padding=4) + RandomHorizontalFlip``) and
-  normalisation, drawing every random number from an explicit ``torch.Generator``.
+* :func:`verify_dataset` -- what ``python -m ssvi data --dataset NAME`` checks (every registered dataset,
+  and ``cifar10c``); :func:`expected_files` -- the files a dataset needs in ``data_dir``.
+* Minibatches come from :func:`ssvi.batches.iterate_batches`.
 
 Usage
 -----
->>> from ssvi.data import load_dataset, iterate_batches
+>>> from ssvi.data import load_dataset
+>>> from ssvi.batches import iterate_batches
 >>> ds = load_dataset("digits")                     # no files needed; 1,437 train / 360 test
 >>> g = torch.Generator().manual_seed(0)
 >>> for x, y in iterate_batches(ds.x_train, ds.y_train, 128, mean=ds.mean, std=ds.std,
@@ -32,18 +33,15 @@ Usage
 ...     ...
 
 Files are never fetched implicitly: with ``download=False`` (the default) a missing or corrupt
-dataset raises :class:`DataMissingError`, whose message names the exact files expected and where
-to get them. Compute nodes usually have no internet, so data are prepared once on a login node
-(``download: true`` or ``snakemake prepare_data``) and copied into ``data_dir``.
+dataset raises :class:`DataMissingError`, whose message names each missing or corrupt file and the
+command that fetches it. Compute nodes usually have no internet, so data are prepared once on a login
+node (``python -m ssvi data --dataset NAME --data-dir DIR --download``) and copied into ``data_dir``.
 
-Reproducibility: :func:`iterate_batches` never touches the global RNGs. Given the same generator
-state it yields exactly the same batches, so saving ``generator.get_state()`` in a checkpoint is
-enough to resume a run bit-for-bit (on the same device type).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,13 +56,14 @@ __all__ = [
     "DATASETS",
     "DataMissingError",
     "Dataset",
-    "EpochPlan",
-    "draw_epoch_plan",
-    "iterate_batches",
+    "describe_missing",
+    "expected_files",
     "list_datasets",
     "load_cifar10c",
     "load_dataset",
     "register_dataset",
+    "verifiable_datasets",
+    "verify_dataset",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -85,10 +84,6 @@ DIGITS_TEST_SIZE = 360
 DIGITS_SPLIT_SEED = 0
 DIGITS_DEFAULT_IMAGE_SIZE = 16
 DIGITS_MAX_VALUE = 16.0  # sklearn's digits are integer intensities 0..16
-
-# Augmentation: RandomCrop(size, padding=4) + RandomHorizontalFlip(p=0.5).
-CROP_PADDING = 4
-FLIP_PROBABILITY = 0.5
 
 CIFAR10C_SEVERITIES = 5
 # The 15 main corruptions of Hendrycks & Dietterich (2019), then the 4 extra ones.
@@ -114,17 +109,38 @@ CIFAR10C_CORRUPTIONS: tuple[str, ...] = (
     "saturate",
 )
 
+CIFAR10C = "cifar10c"  # not a training dataset: evaluation blocks only (load_cifar10c)
+CIFAR10C_FOLDER = "CIFAR-10-C"
+
 _CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
 _SVHN_URL = "http://ufldl.stanford.edu/housenumbers/"
 _CIFAR10C_URL = "https://zenodo.org/record/2535967"
-_HOW_TO_GET = (
-    "set download: true on a machine with internet or run `snakemake prepare_data` on a login "
-    "node, or copy the files there"
-)
 
 
 class DataMissingError(UserError, RuntimeError):
     """A dataset's files are missing or corrupt; the message says which files, where, and how."""
+
+
+def _how_to_fetch(name: str, data_dir: Path) -> str:
+    return (f"fetch them on a machine with internet with `python -m ssvi data --dataset {name} --data-dir {data_dir} "
+            "--download` (or set `download: true` in the run or workflow config), or copy them there")
+
+
+def _file_problems(files: Sequence[tuple[Path, str | None]]) -> list[str]:
+    """``missing PATH`` / ``PATH fails its MD5 check`` for each expected (path, md5) that is absent or corrupt;
+    one entry for a missing folder."""
+    from torchvision.datasets.utils import check_integrity
+
+    folders = {path.parent for path, _ in files}
+    if len(folders) == 1 and not (folder := folders.pop()).is_dir():
+        return [f"missing folder {folder} (it should hold {', '.join(path.name for path, _ in files)})"]
+    problems = []
+    for path, md5 in files:
+        if not path.is_file():
+            problems.append(f"missing {path}")
+        elif md5 is not None and not check_integrity(str(path), md5):
+            problems.append(f"{path} fails its MD5 check (corrupt or partly written: delete it and fetch it again)")
+    return problems
 
 
 # --------------------------------------------------------------------------------------------
@@ -302,25 +318,37 @@ def _load_digits(data_dir: Path, download: bool, image_size: int | None) -> Data
 # --------------------------------------------------------------------------------------------
 
 
-def _cifar_missing_message(title: str, root: Path, folder: str, files: str, detail: str) -> str:
-    return (
-        f"{title} not found or corrupt under {root}: expected {root / folder}/{{{files}}} "
-        f"(the python version from {_CIFAR_URL}); {_HOW_TO_GET}. ({detail})"
-    )
+def _torchvision_files(dataset_cls: type, root: Path) -> list[tuple[Path, str]]:
+    """(path, md5) of every file a torchvision CIFAR or SVHN class reads, as torchvision itself lists them."""
+    if hasattr(dataset_cls, "split_list"):  # SVHN: {split: [url, filename, md5]}; the "extra" split is unused
+        return [(root / dataset_cls.split_list[s][1], dataset_cls.split_list[s][2]) for s in ("train", "test")]
+    folder = root / dataset_cls.base_folder
+    listed = [*dataset_cls.train_list, *dataset_cls.test_list, [dataset_cls.meta["filename"], dataset_cls.meta["md5"]]]
+    return [(folder / filename, md5) for filename, md5 in listed]
+
+
+def _unusable(title: str, name: str, data_dir: Path, files: list[tuple[Path, str]], source: str, error: Exception,
+              download: bool) -> DataMissingError:
+    """The error for a torchvision dataset that failed to load, naming each missing or corrupt file."""
+    problems = _file_problems(files) or [f"torchvision could not read the files ({error})"]
+    attempt = f" (the download failed: {error})" if download else ""
+    return DataMissingError(f"{title} is not usable under {data_dir}: {'; '.join(problems)}{attempt}; "
+                            f"expected {source}; {_how_to_fetch(name, data_dir)}")
 
 
 def _load_cifar(
-    name: str, title: str, dataset_cls: type, folder: str, files: str, num_classes: int,
+    name: str, title: str, dataset_cls: type, num_classes: int,
     mean: tuple[float, ...], std: tuple[float, ...], data_dir: Path, download: bool, image_size: int | None,
 ) -> Dataset:
     root = data_dir.expanduser().resolve()
     try:
-        # torchvision checks MD5 sums and raises RuntimeError on missing/corrupt files; a failed
-        # download (no internet) surfaces as OSError (URLError) or RuntimeError.
+        # torchvision checks MD5 sums and raises RuntimeError on missing/corrupt files (without naming
+        # them); a failed download (no internet) surfaces as OSError (URLError) or RuntimeError.
         train = dataset_cls(root=str(root), train=True, download=download)
         test = dataset_cls(root=str(root), train=False, download=download)
     except (RuntimeError, OSError) as exc:
-        raise DataMissingError(_cifar_missing_message(title, root, folder, files, str(exc))) from exc
+        raise _unusable(title, name, root, _torchvision_files(dataset_cls, root),
+                        f"the python version from {_CIFAR_URL}", exc, download) from exc
     return Dataset(
         name=name,
         x_train=_resize(_uint8_to_unit_float(train.data, "NHWC"), image_size),
@@ -338,21 +366,15 @@ def _load_cifar(
 def _load_cifar10(data_dir: Path, download: bool, image_size: int | None) -> Dataset:
     from torchvision.datasets import CIFAR10
 
-    return _load_cifar(
-        "cifar10", "CIFAR-10", CIFAR10, "cifar-10-batches-py",
-        "data_batch_1..5,test_batch,batches.meta", 10, CIFAR10_MEAN, CIFAR10_STD,
-        data_dir, download, image_size,
-    )
+    return _load_cifar("cifar10", "CIFAR-10", CIFAR10, 10, CIFAR10_MEAN, CIFAR10_STD, data_dir, download, image_size)
 
 
 @register_dataset("cifar100")
 def _load_cifar100(data_dir: Path, download: bool, image_size: int | None) -> Dataset:
     from torchvision.datasets import CIFAR100
 
-    return _load_cifar(
-        "cifar100", "CIFAR-100", CIFAR100, "cifar-100-python", "train,test,meta", 100,
-        CIFAR100_MEAN, CIFAR100_STD, data_dir, download, image_size,
-    )
+    return _load_cifar("cifar100", "CIFAR-100", CIFAR100, 100, CIFAR100_MEAN, CIFAR100_STD, data_dir, download,
+                       image_size)
 
 
 # --------------------------------------------------------------------------------------------
@@ -369,10 +391,8 @@ def _load_svhn(data_dir: Path, download: bool, image_size: int | None) -> Datase
         train = SVHN(root=str(root), split="train", download=download)
         test = SVHN(root=str(root), split="test", download=download)
     except (RuntimeError, OSError, ValueError) as exc:  # loadmat raises ValueError on a bad file
-        raise DataMissingError(
-            f"SVHN not found or corrupt under {root}: expected {root}/{{train_32x32.mat,test_32x32.mat}} "
-            f"(format 2, cropped digits, from {_SVHN_URL}); {_HOW_TO_GET}. ({exc})"
-        ) from exc
+        raise _unusable("SVHN", "svhn", root.parent, _torchvision_files(SVHN, root),
+                        f"format 2, cropped digits, from {_SVHN_URL}", exc, download) from exc
     # torchvision already maps label 10 -> digit 0 and returns data as N x C x H x W uint8.
     return Dataset(
         name="svhn",
@@ -392,6 +412,38 @@ def _load_svhn(data_dir: Path, download: bool, image_size: int | None) -> Datase
 # --------------------------------------------------------------------------------------------
 
 
+def _cifar10c_folder(data_dir: str | Path) -> Path:
+    return Path(data_dir).expanduser().resolve() / CIFAR10C_FOLDER
+
+
+def _cifar10c_missing(data_dir: str | Path, files: Sequence[Path]) -> DataMissingError | None:
+    problems = _file_problems([(path, None) for path in files])
+    if not problems:
+        return None
+    folder = _cifar10c_folder(data_dir)
+    return DataMissingError(
+        f"CIFAR-10-C is not usable: {'; '.join(problems)}; download CIFAR-10-C.tar from {_CIFAR10C_URL} on a "
+        f"machine with internet and extract it into {folder.parent} (torchvision cannot download it), then "
+        f"`python -m ssvi data --dataset {CIFAR10C} --data-dir {folder.parent}` verifies it")
+
+
+def _cifar10c_arrays(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Memory maps of one corruption's images and the labels, after checking their shapes (nothing is read)."""
+    try:
+        images = np.load(images_path, mmap_mode="r")
+        labels = np.load(labels_path, mmap_mode="r")
+    except (ValueError, OSError) as exc:  # a truncated or foreign file
+        raise DataMissingError(f"CIFAR-10-C file {images_path} or {labels_path} cannot be read ({exc}); "
+                               f"re-extract CIFAR-10-C.tar from {_CIFAR10C_URL}") from exc
+    n = images.shape[0] if images.ndim else 0
+    if images.ndim != 4 or images.shape[-1] != 3 or n == 0 or n % CIFAR10C_SEVERITIES or labels.shape[:1] != (n,):
+        raise DataMissingError(
+            f"CIFAR-10-C files look corrupt: {images_path} has shape {images.shape} (expected 5k x 32 x 32 x 3) "
+            f"and {labels_path} has shape {labels.shape} (expected 5k labels); re-extract CIFAR-10-C.tar from "
+            f"{_CIFAR10C_URL}")
+    return images, labels
+
+
 def load_cifar10c(data_dir: str | Path, corruption: str, severity: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Return ``(x, y)`` for one CIFAR-10-C corruption at ``severity`` in 1..5.
 
@@ -405,134 +457,61 @@ def load_cifar10c(data_dir: str | Path, corruption: str, severity: int) -> tuple
         )
     if not 1 <= severity <= CIFAR10C_SEVERITIES:
         raise ValueError(f"severity must be in 1..{CIFAR10C_SEVERITIES}, got {severity}")
-    folder = Path(data_dir).expanduser().resolve() / "CIFAR-10-C"
+    folder = _cifar10c_folder(data_dir)
     images_path, labels_path = folder / f"{corruption}.npy", folder / "labels.npy"
-    missing = [str(p) for p in (images_path, labels_path) if not p.is_file()]
-    if missing:
-        raise DataMissingError(
-            f"CIFAR-10-C not found: missing {', '.join(missing)} (expected {folder}/{{<corruption>.npy,labels.npy}} "
-            f"from {_CIFAR10C_URL}); download CIFAR-10-C.tar there and extract it into {folder.parent}, "
-            "or run `snakemake prepare_data` on a login node."
-        )
-    # Memory-map so that only the requested severity block (1/5 of 150 MB) is read.
-    images = np.load(images_path, mmap_mode="r")
-    labels = np.load(labels_path, mmap_mode="r")
-    n = images.shape[0]
-    if images.ndim != 4 or images.shape[-1] != 3 or n % CIFAR10C_SEVERITIES or labels.shape[0] != n:
-        raise DataMissingError(
-            f"CIFAR-10-C files look corrupt: {images_path} has shape {images.shape} (expected 5k x 32 x 32 x 3) "
-            f"and {labels_path} has {labels.shape[0]} labels; re-extract CIFAR-10-C.tar from {_CIFAR10C_URL}."
-        )
-    block = n // CIFAR10C_SEVERITIES
+    if error := _cifar10c_missing(data_dir, [images_path, labels_path]):
+        raise error
+    # Memory-mapped, so that only the requested severity block (1/5 of 150 MB) is read.
+    images, labels = _cifar10c_arrays(images_path, labels_path)
+    block = images.shape[0] // CIFAR10C_SEVERITIES
     rows = slice((severity - 1) * block, severity * block)
     # np.array copies the block out of the read-only memory map (torch needs writable memory).
     return _uint8_to_unit_float(np.array(images[rows]), "NHWC"), _labels_to_tensor(np.array(labels[rows]))
 
 
 # --------------------------------------------------------------------------------------------
-# Minibatch iteration with tensor-level augmentation
+# What ``python -m ssvi data`` verifies
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class EpochPlan:
-    """Every random number of one epoch, drawn up front: the sample order, and per position in that
-    order a crop offset (row, column) and a flip decision (``None`` without augmentation)."""
-
-    order: torch.Tensor                  # int64, n
-    crop_offsets: torch.Tensor | None    # int64, 2 x n, each in 0..2*padding
-    flips: torch.Tensor | None           # bool, n
-
-    def to(self, device: torch.device | str) -> "EpochPlan":
-        # One copy per epoch: per-batch copies of freshly drawn host tensors would each wait for the
-        # GPU (a pageable host-to-device copy synchronises the stream).
-        def move(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t.to(device)
-        return EpochPlan(move(self.order), move(self.crop_offsets), move(self.flips))
+def verifiable_datasets() -> list[str]:
+    """Names ``python -m ssvi data --dataset NAME`` accepts: the registered datasets and ``cifar10c``."""
+    return [*list_datasets(), CIFAR10C]
 
 
-def draw_epoch_plan(n: int, *, shuffle: bool, augment: bool, generator: torch.Generator | None,
-                    padding: int = CROP_PADDING, flip_probability: float = FLIP_PROBABILITY) -> EpochPlan:
-    """Draw an epoch's randomness from ``generator`` in a fixed order (permutation, crop offsets,
-    flips), on the generator's device (the CPU for the trainer's generators), so one generator state
-    gives the same epoch on every device."""
-    if (shuffle or augment) and generator is None:
-        # Falling back to the global RNG would make runs irreproducible and unresumable.
-        raise ValueError("shuffle/augment need an explicit torch.Generator")
-    on = generator.device if generator is not None else torch.device("cpu")
-    order = torch.randperm(n, generator=generator, device=on) if shuffle else torch.arange(n, device=on)
-    if not augment:
-        return EpochPlan(order, None, None)
-    offsets = torch.randint(0, 2 * padding + 1, (2, n), generator=generator, device=on)
-    flips = torch.rand(n, generator=generator, device=on) < flip_probability
-    return EpochPlan(order, offsets, flips)
+def expected_files(name: str, data_dir: str | Path) -> list[Path]:
+    """The files dataset ``name`` needs in ``data_dir`` (none for the embedded digits)."""
+    root = Path(data_dir).expanduser().resolve()
+    if name == CIFAR10C:
+        folder = _cifar10c_folder(root)
+        return [*(folder / f"{c}.npy" for c in CIFAR10C_CORRUPTIONS), folder / "labels.npy"]
+    from torchvision.datasets import CIFAR10, CIFAR100, SVHN
+
+    classes = {"cifar10": (CIFAR10, root), "cifar100": (CIFAR100, root), "svhn": (SVHN, root / "svhn")}
+    if name not in classes:
+        return []
+    return [path for path, _ in _torchvision_files(*classes[name])]
 
 
-def crop(x: torch.Tensor, padding: int, offsets: torch.Tensor) -> torch.Tensor:
-    """Per-sample crop of the zero-padded batch back to the input size, sample i's window starting at
-    ``offsets[:, i]`` (row, column): torchvision's ``RandomCrop(H, padding=padding)`` for uniform offsets
-    in ``0..2*padding``. One gather, no host synchronisation."""
-    b, c, h, w = x.shape
-    padded = F.pad(x, (padding, padding, padding, padding))  # zeros = black, before normalisation
-    rows = offsets[0, :, None] + torch.arange(h, device=x.device)  # b x h
-    cols = offsets[1, :, None] + torch.arange(w, device=x.device)  # b x w
-    batch_idx = torch.arange(b, device=x.device)[:, None, None, None]
-    chan_idx = torch.arange(c, device=x.device)[None, :, None, None]
-    return padded[batch_idx, chan_idx, rows[:, None, :, None], cols[:, None, None, :]]
+def describe_missing(name: str, data_dir: str | Path) -> list[str]:
+    """``missing PATH`` (or ``missing folder PATH (...)``) for each file of ``name`` absent from ``data_dir``;
+    existence only, no checksums (quick enough to check before an evaluation starts)."""
+    return _file_problems([(path, None) for path in expected_files(name, data_dir)])
 
 
-def hflip(x: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
-    """Mirror left-right the images whose ``flips`` entry is true."""
-    return torch.where(flips[:, None, None, None], x.flip(-1), x)
-
-
-def normalize(x: torch.Tensor, mean: Sequence[float] | torch.Tensor, std: Sequence[float] | torch.Tensor) -> torch.Tensor:
-    """``(x - mean) / std`` per channel."""
-    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    return (x - m) / s
-
-
-def iterate_batches(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    batch_size: int,
-    *,
-    mean: Sequence[float],
-    std: Sequence[float],
-    shuffle: bool,
-    augment: bool,
-    generator: torch.Generator | None,
-    drop_last: bool = False,
-    device: torch.device | str = "cpu",
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield one epoch of ``(normalised float32 inputs, int64 labels)`` on ``device``.
-
-    ``x`` holds un-normalised images in [0, 1], on the CPU or already on ``device`` (then batches are
-    gathered, augmented and normalised there without any host synchronisation). Shuffling and
-    augmentation draw only from ``generator`` -- required when either is on -- all at the start of
-    the epoch (:func:`draw_epoch_plan`), so the same generator state reproduces the same epoch on
-    every device.
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(f"x has {x.shape[0]} samples but y has {y.shape[0]}")
-    if len(mean) != x.shape[1] or len(std) != x.shape[1]:
-        raise ValueError(f"mean/std need {x.shape[1]} entries, got {len(mean)}/{len(std)}")
-
-    n = x.shape[0]
-    # Every copy happens here, once per epoch: the plan goes where augmentation runs (``device``),
-    # the order also where the data live; normalisation constants are built once, not per batch.
-    plan = draw_epoch_plan(n, shuffle=shuffle, augment=augment, generator=generator).to(device)
-    order_x, order_y = plan.order.to(x.device), plan.order.to(y.device)
-    mean_t = torch.tensor(mean, dtype=torch.float32).to(device)
-    std_t = torch.tensor(std, dtype=torch.float32).to(device)
-    stop = n - n % batch_size if drop_last else n
-    for start in range(0, stop, batch_size):
-        positions = slice(start, start + batch_size)
-        xb = x[order_x[positions]].to(device=device, dtype=torch.float32)
-        if augment:
-            xb = hflip(crop(xb, CROP_PADDING, plan.crop_offsets[:, positions]), plan.flips[positions])
-        yb = y[order_y[positions]].to(device=device, dtype=torch.int64)
-        yield normalize(xb, mean_t, std_t), yb
+def verify_dataset(name: str, data_dir: str | Path = "data", download: bool = False) -> dict:
+    """Check (with ``download``: fetch first) that dataset ``name`` is complete in ``data_dir``; a summary."""
+    if name not in verifiable_datasets():
+        raise UserError(f"unknown dataset {name!r}; allowed: {', '.join(verifiable_datasets())}")
+    if name != CIFAR10C:
+        ds = load_dataset(name, data_dir, download=download)
+        return {"dataset": ds.name, "data_dir": str(data_dir), "train": len(ds.y_train), "test": len(ds.y_test),
+                "num_classes": ds.num_classes, "shape": list(ds.x_train.shape[1:])}
+    files = expected_files(CIFAR10C, data_dir)
+    if error := _cifar10c_missing(data_dir, files):
+        raise error
+    for path in files[:-1]:
+        images, labels = _cifar10c_arrays(path, files[-1])  # every file as long as labels.npy
+    n, height, width, channels = images.shape
+    return {"dataset": CIFAR10C, "data_dir": str(data_dir), "corruptions": len(CIFAR10C_CORRUPTIONS),
+            "severities": CIFAR10C_SEVERITIES, "test": n // CIFAR10C_SEVERITIES, "shape": [channels, height, width]}

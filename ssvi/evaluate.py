@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .data import iterate_batches
+from .batches import iterate_batches
 from .layers import resample, set_mode
 
 

@@ -7,105 +7,44 @@ format handling (layout transposes, label mapping, severity slicing) rather than
 
 from __future__ import annotations
 
-import io
-import pickle
-import struct
+import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import scipy.io
 import torch
 import torchvision.datasets.cifar
-from torchvision.datasets import CIFAR10, CIFAR100, SVHN
+from torchvision.datasets import CIFAR10
 
-from ssvi import data
+from ssvi import batches
+from ssvi.batches import iterate_batches
+from ssvi.cli import main
 from ssvi.data import (
     CIFAR10C_CORRUPTIONS,
     DATASETS,
     DataMissingError,
     Dataset,
-    iterate_batches,
     list_datasets,
     load_cifar10c,
     load_dataset,
+    verify_dataset,
 )
+from ssvi.errors import UserError
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
+import fake_datasets as fake  # noqa: E402
 
 _REAL_CIFAR_CHECK = CIFAR10._check_integrity
 _REAL_CHECK_INTEGRITY = torchvision.datasets.cifar.check_integrity
-
-# ----------------------------------------------------------------------------------------------
-# Writers for the real file formats
-# ----------------------------------------------------------------------------------------------
-
-
-class _Py2Pickler(pickle._Pickler):  # type: ignore[name-defined]  # pure-Python pickler
-    """Pickles ``bytes`` as Python 2 ``str`` opcodes, exactly as the real CIFAR files were written.
-
-    The CIFAR "python version" files were produced by Python 2's cPickle: their keys and the numpy
-    buffers are py2 ``str``. Loaded with ``encoding="bytes"`` the keys read as ``b"data"``, with
-    ``encoding="latin1"`` (what torchvision does) as ``"data"``. A plain Python 3 pickle of
-    ``b"data"`` would stay ``bytes`` under latin1 and not match the real files.
-    """
-
-    dispatch = pickle._Pickler.dispatch.copy()  # type: ignore[attr-defined]
-
-    def _save_py2_str(self, obj: bytes) -> None:
-        if len(obj) < 256:
-            self.write(pickle.SHORT_BINSTRING + bytes([len(obj)]) + obj)
-        else:
-            self.write(pickle.BINSTRING + struct.pack("<i", len(obj)) + obj)
-        self.memoize(obj)
-
-    dispatch[bytes] = _save_py2_str
-
-
-def _write_py2_pickle(path: Path, obj: dict) -> None:
-    buf = io.BytesIO()
-    _Py2Pickler(buf, protocol=2).dump(obj)
-    path.write_bytes(buf.getvalue())
-
-
-def _rows_chw(rng: np.random.Generator, n: int) -> np.ndarray:
-    """n random images as CIFAR stores them: uint8 rows of 3072 = 3 x 32 x 32, row-major CHW."""
-    return rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
-
-
-def _bypass_md5(monkeypatch: pytest.MonkeyPatch, cls: type) -> None:
-    """torchvision verifies the MD5 sums of the real release files; our tiny synthetic files
-    cannot match them, so integrity checks are forced to pass. CIFAR checks the data files via
-    ``_check_integrity`` and, separately, the meta file via the module-level ``check_integrity``
-    in ``_load_meta``, so both are patched. Missing files still fail (opening them raises)."""
-    monkeypatch.setattr(cls, "_check_integrity", lambda self: True)
-    if cls in (CIFAR10, CIFAR100):
-        monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *a, **k: True)
 
 
 @pytest.fixture
 def cifar10_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[Path, np.ndarray, list[int], np.ndarray, list[int]]:
-    rng = np.random.default_rng(0)
-    folder = tmp_path / "cifar-10-batches-py"
-    folder.mkdir()
-    train_rows, train_labels = [], []
-    for b in range(1, 6):  # 2 images per batch file
-        rows = _rows_chw(rng, 2)
-        labels = [int(v) for v in rng.integers(0, 10, size=2)]
-        batch = {b"batch_label": f"training batch {b} of 5".encode(), b"labels": labels, b"data": rows,
-                 b"filenames": [b"a.png", b"b.png"]}
-        _write_py2_pickle(folder / f"data_batch_{b}", batch)
-        train_rows.append(rows)
-        train_labels += labels
-    test_rows = _rows_chw(rng, 3)
-    test_labels = [9, 0, 4]
-    test_batch = {b"batch_label": b"testing batch 1 of 1", b"labels": test_labels, b"data": test_rows,
-                  b"filenames": [b"x"] * 3}
-    _write_py2_pickle(folder / "test_batch", test_batch)
-    meta = {b"num_cases_per_batch": 10000, b"label_names": [f"c{i}".encode() for i in range(10)], b"num_vis": 3072}
-    _write_py2_pickle(folder / "batches.meta", meta)
-    _bypass_md5(monkeypatch, CIFAR10)
-    return tmp_path, np.concatenate(train_rows), train_labels, test_rows, test_labels
+    fake.bypass_md5(monkeypatch)
+    return (tmp_path, *fake.write_cifar10(tmp_path))
 
 
 def _expected_nchw(rows: np.ndarray) -> torch.Tensor:
@@ -162,19 +101,9 @@ def test_cifar10_resizes_on_request(cifar10_files) -> None:
 
 
 def test_cifar100_real_format(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    rng = np.random.default_rng(1)
-    folder = tmp_path / "cifar-100-python"
-    folder.mkdir()
-    train_rows, test_rows = _rows_chw(rng, 6), _rows_chw(rng, 4)
+    fake.bypass_md5(monkeypatch)
+    train_rows, _ = fake.write_cifar100(tmp_path, train_fine=(0, 99, 42, 7, 7, 63), test_fine=(5, 98, 0, 1))
     train_fine, test_fine = [0, 99, 42, 7, 7, 63], [5, 98, 0, 1]
-    for name, rows, fine in (("train", train_rows, train_fine), ("test", test_rows, test_fine)):
-        split = {b"filenames": [b"f"] * len(fine), b"batch_label": name.encode(), b"fine_labels": fine,
-                 b"coarse_labels": [f // 5 for f in fine], b"data": rows}
-        _write_py2_pickle(folder / name, split)
-    meta = {b"fine_label_names": [f"f{i}".encode() for i in range(100)],
-            b"coarse_label_names": [f"c{i}".encode() for i in range(20)]}
-    _write_py2_pickle(folder / "meta", meta)
-    _bypass_md5(monkeypatch, CIFAR100)
 
     ds = load_dataset("cifar100", data_dir=tmp_path)
     assert ds.x_train.shape == (6, 3, 32, 32) and ds.x_test.shape == (4, 3, 32, 32)
@@ -186,24 +115,32 @@ def test_cifar100_real_format(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
 
 @pytest.mark.parametrize(("name", "folder"), [("cifar10", "cifar-10-batches-py"), ("cifar100", "cifar-100-python")])
-def test_cifar_missing_raises_data_missing_error(tmp_path: Path, name: str, folder: str) -> None:
+def test_cifar_missing_names_the_files_and_a_command_that_fetches_them(tmp_path: Path, name: str, folder: str) -> None:
     root = tmp_path / "nowhere"
     with pytest.raises(DataMissingError) as info:
         load_dataset(name, data_dir=root)
     message = str(info.value)
-    assert str(root.resolve() / folder) in message
-    assert "download: true" in message and "cs.toronto.edu" in message
+    assert str(root.resolve() / folder) in message and "cs.toronto.edu" in message
+    assert f"python -m ssvi data --dataset {name} --data-dir {root.resolve()} --download" in message
+    assert "`download: true` in the run or workflow config" in message
+    assert "snakemake" not in message and "\n" not in message
     assert isinstance(info.value, RuntimeError)
 
 
-def test_cifar_corrupt_file_raises_data_missing_error(cifar10_files) -> None:
+def test_cifar_corrupt_or_missing_files_are_named(cifar10_files) -> None:
     # Re-enable torchvision's real MD5 check: our synthetic files fail it like corrupt ones would.
     root = cifar10_files[0]
+    folder = root.resolve() / "cifar-10-batches-py"
+    (folder / "data_batch_3").unlink()
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(CIFAR10, "_check_integrity", _REAL_CIFAR_CHECK)
         mp.setattr(torchvision.datasets.cifar, "check_integrity", _REAL_CHECK_INTEGRITY)
-        with pytest.raises(DataMissingError, match="cifar-10-batches-py"):
+        with pytest.raises(DataMissingError) as info:
             load_dataset("cifar10", data_dir=root)
+    message = str(info.value)
+    assert f"missing {folder / 'data_batch_3'}" in message
+    assert f"{folder / 'test_batch'}" in message and "MD5" in message
+    assert "not found or corrupt" not in message
 
 
 # ----------------------------------------------------------------------------------------------
@@ -212,17 +149,9 @@ def test_cifar_corrupt_file_raises_data_missing_error(cifar10_files) -> None:
 
 
 def test_svhn_real_format_maps_label_10_to_0(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    rng = np.random.default_rng(2)
-    folder = tmp_path / "svhn"
-    folder.mkdir()
     # Real layout: X is H x W x C x N uint8, y is N x 1 with digits 1..10 where 10 means "0".
-    x_train = rng.integers(0, 256, size=(32, 32, 3, 5), dtype=np.uint8)
-    y_train = np.array([[10], [1], [9], [10], [5]], dtype=np.uint8)
-    x_test = rng.integers(0, 256, size=(32, 32, 3, 2), dtype=np.uint8)
-    y_test = np.array([[3], [10]], dtype=np.uint8)
-    scipy.io.savemat(folder / "train_32x32.mat", {"X": x_train, "y": y_train})
-    scipy.io.savemat(folder / "test_32x32.mat", {"X": x_test, "y": y_test})
-    _bypass_md5(monkeypatch, SVHN)
+    fake.bypass_md5(monkeypatch)
+    x_train, _ = fake.write_svhn(tmp_path, y_train=(10, 1, 9, 10, 5), y_test=(3, 10))
 
     ds = load_dataset("svhn", data_dir=tmp_path)
     assert ds.x_train.shape == (5, 3, 32, 32) and ds.x_test.shape == (2, 3, 32, 32)
@@ -247,17 +176,6 @@ def test_svhn_missing_raises_data_missing_error(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-def _write_cifar10c(root: Path, corruption: str, per_severity: int = 4) -> None:
-    folder = root / "CIFAR-10-C"
-    folder.mkdir(parents=True, exist_ok=True)
-    n = 5 * per_severity
-    # Image i is filled with value i, so the block a severity returns is recognisable.
-    images = np.broadcast_to(np.arange(n, dtype=np.uint8)[:, None, None, None], (n, 32, 32, 3)).copy()
-    images[:, 0, 1, 2] = 200  # one known pixel at (h=0, w=1, c=2) in every image
-    np.save(folder / f"{corruption}.npy", images)
-    np.save(folder / "labels.npy", (np.arange(n) % 10).astype(np.uint8))
-
-
 def test_cifar10c_corruption_names() -> None:
     assert len(CIFAR10C_CORRUPTIONS) == 19 and len(set(CIFAR10C_CORRUPTIONS)) == 19
     assert {"speckle_noise", "gaussian_blur", "spatter", "saturate"} <= set(CIFAR10C_CORRUPTIONS)
@@ -266,7 +184,7 @@ def test_cifar10c_corruption_names() -> None:
 
 @pytest.mark.parametrize("severity", [1, 3, 5])
 def test_cifar10c_severity_slicing(tmp_path: Path, severity: int) -> None:
-    _write_cifar10c(tmp_path, "fog")
+    fake.write_cifar10c(tmp_path, ["fog"])
     x, y = load_cifar10c(tmp_path, "fog", severity)
     first = (severity - 1) * 4
     assert x.shape == (4, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
@@ -277,14 +195,37 @@ def test_cifar10c_severity_slicing(tmp_path: Path, severity: int) -> None:
 
 
 def test_cifar10c_errors(tmp_path: Path) -> None:
+    folder = (tmp_path / "CIFAR-10-C").resolve()
     with pytest.raises(DataMissingError) as info:
         load_cifar10c(tmp_path, "snow", 1)
-    assert str((tmp_path / "CIFAR-10-C" / "snow.npy").resolve()) in str(info.value)
-    assert "labels.npy" in str(info.value)
+    assert f"missing folder {folder} (it should hold snow.npy, labels.npy)" in str(info.value)
+    fake.write_cifar10c(tmp_path, ["fog"])
+    with pytest.raises(DataMissingError) as info:
+        load_cifar10c(tmp_path, "snow", 1)
+    assert f"missing {folder / 'snow.npy'};" in str(info.value) and "labels.npy" not in str(info.value)
+    assert "zenodo.org" in str(info.value) and "snakemake" not in str(info.value)
     with pytest.raises(ValueError, match="allowed"):
         load_cifar10c(tmp_path, "rain", 1)
     with pytest.raises(ValueError, match="severity"):
         load_cifar10c(tmp_path, "snow", 6)
+
+
+def test_data_command_verifies_cifar10c(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    fake.write_cifar10c(tmp_path, per_severity=3)
+    assert main(["data", "--dataset", "cifar10c", "--data-dir", str(tmp_path)]) == 0
+    assert json.loads(capsys.readouterr().out) == {"dataset": "cifar10c", "data_dir": str(tmp_path), "corruptions": 19,
+                                                   "severities": 5, "test": 3, "shape": [3, 32, 32]}
+    (tmp_path / "CIFAR-10-C" / "fog.npy").unlink()
+    np.save(tmp_path / "CIFAR-10-C" / "snow.npy", np.zeros((10, 32, 32, 3), dtype=np.uint8))  # 2 per severity
+    assert main(["data", "--dataset", "cifar10c", "--data-dir", str(tmp_path)]) == 2
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("ssvi: error: CIFAR-10-C is not usable: missing ") and "\n" not in line
+    assert str((tmp_path / "CIFAR-10-C" / "fog.npy").resolve()) in line and "snow.npy" not in line
+    (tmp_path / "CIFAR-10-C" / "fog.npy").symlink_to(tmp_path / "CIFAR-10-C" / "frost.npy")
+    with pytest.raises(DataMissingError, match=r"look corrupt: \S*/snow.npy has shape \(10, 32, 32, 3\)"):
+        verify_dataset("cifar10c", tmp_path)
+    with pytest.raises(UserError, match="'cifar10-c'.*cifar10c"):
+        verify_dataset("cifar10-c", tmp_path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -431,8 +372,8 @@ def test_augmentation_crops_with_zero_padding() -> None:
 
 def test_horizontal_flip_is_random_per_sample() -> None:
     ramp = torch.arange(8.0).expand(32, 1, 8, 8).contiguous()
-    plan = data.draw_epoch_plan(32, shuffle=False, augment=True, generator=torch.Generator().manual_seed(0))
-    flipped = data.hflip(ramp, plan.flips)
+    plan = batches.draw_epoch_plan(32, shuffle=False, augment=True, generator=torch.Generator().manual_seed(0))
+    flipped = batches.hflip(ramp, plan.flips)
     is_flipped = torch.tensor([torch.equal(img, ramp[0].flip(-1)) for img in flipped])
     is_same = torch.tensor([torch.equal(img, ramp[0]) for img in flipped])
     assert torch.all(is_flipped | is_same)
@@ -442,8 +383,8 @@ def test_horizontal_flip_is_random_per_sample() -> None:
 def test_random_crop_zero_offset_region() -> None:
     # With a forced offset of 0 the top-left 4 rows/cols of the crop are padding.
     x = torch.ones(200, 1, 8, 8)
-    plan = data.draw_epoch_plan(200, shuffle=False, augment=True, generator=torch.Generator().manual_seed(0))
-    crops = data.crop(x, 4, plan.crop_offsets)
+    plan = batches.draw_epoch_plan(200, shuffle=False, augment=True, generator=torch.Generator().manual_seed(0))
+    crops = batches.crop(x, 4, plan.crop_offsets)
     top_left = [c for c in crops if c[0, 0, 0] == 0 and c[0, 3, 3] == 0 and c[0, 4, 4] == 1]
     assert top_left, "offset (0, 0) never drawn in 200 samples"
     assert torch.all(top_left[0][0, :4, :] == 0) and torch.all(top_left[0][0, :, :4] == 0)
