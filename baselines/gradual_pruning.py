@@ -10,8 +10,6 @@ is not used: it drives a ``BaseSparsifier``'s per-tensor parametrizations, where
 shared by mu and rho and ranked by a criterion of both.
 """
 
-import math
-
 from torch.ao.pruning.scheduler.cubic_scheduler import CubicSL
 
 from ssvi import flops
@@ -29,12 +27,20 @@ def scheduled_density(step: int, t_end: int, delta_t: int, target_density: float
 
 @register_method("gradual_pruning")
 class GradualPruning(Method):
+    mask_schedule = "pruning steps"
+
     def attach(self, model, ctx):
         super().attach(model, ctx)
         self.layers = select_sparse_layers(model, self.layout)  # masks start all-ones: dense
+        self.pruning_steps = frozenset(self.update_steps(self.cfg.delta_t))
+
+    def update_steps(self, delta_t):
+        """Every multiple of delta_t up to t_end, and t_end itself (where the target density is reached)."""
+        t_end = self.ctx.t_end
+        return sorted({*range(delta_t, t_end + 1, delta_t), *([t_end] if t_end >= 1 else [])})
 
     def prunes_at(self, step: int) -> bool:
-        return step <= self.ctx.t_end and (step % self.cfg.delta_t == 0 or step == self.ctx.t_end)
+        return step in self.pruning_steps
 
     def step(self, step, optimizer):
         self.masked_optimizer_step(optimizer)

@@ -6,8 +6,10 @@ from ssvi.methods import SSVI, register_method
 
 @register_method("static_sparse")
 class StaticSparse(SSVI):
-    def updates_subspace(self, step: int) -> bool:
-        return False
+    mask_schedule = None  # it makes no updates by design: no minimum to check
+
+    def update_steps(self, delta_t):
+        return ()
 
     def train_flops_per_example(self, step: int) -> float:
         return flops.sparse_step(self.ctx.profile, self.densities())  # never needs a dense gradient

@@ -8,15 +8,24 @@ the directories named by the environment variable ``SSVI_EXTRA_BASELINES`` (os.p
 
     @register_method("my_method")
     class MyMethod(Method):
-        def initialize(self, model): ...   # set masks before training starts
+        extra_keys = frozenset({"temperature"})   # the run config's ``extra`` keys it reads
+        def initialize(self, model): ...          # set masks before training starts
+
+Plugin files that fail to import do not take the other methods down: asking for a method that is not
+registered names every file that failed and why. Two modules registering one name make that name an
+error naming both.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import os
 import pkgutil
+import sys
+import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,40 +33,106 @@ import torch
 import torch.nn as nn
 
 from . import flops
-from .config import RunConfig
+from .config import ConfigError, RunConfig
+from .errors import UserError
 from .layers import BayesianLayer
 from .subspace import (SparsityLayout, layer_densities, mask_gradients, mask_momentum, overall_density,
                        random_mask, select_sparse_layers, set_masks, subspace_update, zero_inactive)
 
+log = logging.getLogger("ssvi")
+
 METHODS: dict[str, type["Method"]] = {}
+DUPLICATES: dict[str, list[str]] = {}   # name -> every module that registered it (more than one)
+PLUGIN_FAILURES: dict[str, str] = {}    # plugin file -> why it failed to import
 EXTRA_BASELINES_ENV = "SSVI_EXTRA_BASELINES"
+EXTRA_MODULE_PREFIX = "ssvi_extra_baselines"
+
+
+class DuplicateMethodError(UserError):
+    """Two modules register the same method name."""
+
+
+def _origin(cls: type) -> str:
+    module = sys.modules.get(cls.__module__)
+    path = getattr(module, "__file__", None)
+    return f"{cls.__module__} ({path})" if path else cls.__module__
 
 
 def register_method(name: str):
     def decorate(cls: type[Method]) -> type[Method]:
+        previous = METHODS.get(name)
+        same_definition = previous is not None and (previous.__module__, previous.__qualname__) == (
+            cls.__module__, cls.__qualname__)  # a module imported again (e.g. reloaded)
+        if previous is not None and not same_definition:
+            DUPLICATES.setdefault(name, [_origin(previous)]).append(_origin(cls))
+            raise DuplicateMethodError(_duplicate_message(name))
         cls.name = name
         METHODS[name] = cls
         return cls
     return decorate
 
 
+def _duplicate_message(name: str) -> str:
+    return (f"method {name!r} is registered by more than one module: {' and '.join(DUPLICATES[name])}; "
+            "rename one of them")
+
+
 _plugins_loaded = False
 
 
+def _plugin_directories() -> list[Path]:
+    directories = [Path(d) for d in os.environ.get(EXTRA_BASELINES_ENV, "").split(os.pathsep) if d]
+    for directory in directories:
+        if not directory.is_dir():
+            raise UserError(f"{EXTRA_BASELINES_ENV} names {directory}, which is not a directory; "
+                            f"fix or unset {EXTRA_BASELINES_ENV}")
+    return directories
+
+
+def _failure(error: BaseException, path: str) -> str:
+    """The error in one line, with the line of the plugin file where it happened."""
+    text = str(error) if isinstance(error, UserError) else traceback.format_exception_only(error)[-1].strip()
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename == path]
+    line = error.lineno if isinstance(error, SyntaxError) else (frames[-1].lineno if frames else None)
+    return f"{text} (line {line})" if line else text
+
+
+def _import_plugin(label: str, load) -> None:
+    try:
+        load()
+    except Exception as error:  # noqa: BLE001  (any error in a plugin file is that file's, not ours)
+        PLUGIN_FAILURES[label] = _failure(error, label)
+        log.warning("baseline file %s failed to import (%s); its methods are not available", label,
+                    PLUGIN_FAILURES[label])
+
+
+def _exec_file(path: Path) -> None:
+    name = f"{EXTRA_MODULE_PREFIX}.{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # so the methods it registers can name their file
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+
+
 def load_plugins() -> None:
-    """Import every baseline module (``baselines/*.py`` and ``$SSVI_EXTRA_BASELINES/*.py``) once."""
+    """Import every baseline module (``baselines/*.py`` and ``$SSVI_EXTRA_BASELINES/*.py``) once; a module
+    that fails is recorded in :data:`PLUGIN_FAILURES` (and reported when a missing method is asked for)."""
     global _plugins_loaded
     if _plugins_loaded:
         return
+    directories = _plugin_directories()
     _plugins_loaded = True
     import baselines
     for info in pkgutil.iter_modules(baselines.__path__):
-        importlib.import_module(f"baselines.{info.name}")
-    for directory in filter(None, os.environ.get(EXTRA_BASELINES_ENV, "").split(os.pathsep)):
-        for path in sorted(Path(directory).glob("*.py")):
-            spec = importlib.util.spec_from_file_location(f"ssvi_extra_baselines.{path.stem}", path)
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
+        label = str(Path(baselines.__path__[0]) / f"{info.name}.py")
+        _import_plugin(label, lambda: importlib.import_module(f"baselines.{info.name}"))
+    for directory in directories:
+        for path in sorted(directory.glob("*.py")):
+            _import_plugin(str(path), lambda: _exec_file(path))
 
 
 def list_methods() -> list[str]:
@@ -66,7 +141,15 @@ def list_methods() -> list[str]:
 
 
 def get_method(name: str) -> type["Method"]:
+    """The registered method class; ConfigError naming the registered methods (and every plugin file that
+    failed to import) for an unknown name, DuplicateMethodError for a name two modules register."""
     load_plugins()
+    if name in DUPLICATES:
+        raise DuplicateMethodError(_duplicate_message(name))
+    if name not in METHODS:
+        failed = "; ".join(f"{path}: {why}" for path, why in PLUGIN_FAILURES.items())
+        raise ConfigError(f"method={name!r} is not registered; registered: {', '.join(sorted(METHODS))}"
+                          + (f"; baseline files that failed to import: {failed}" if failed else ""))
     return METHODS[name]
 
 
@@ -87,24 +170,40 @@ class TrainContext:
 class Method:
     """Dense mean-field VI behaviour; sparse methods override the hooks they need.
 
-    Hooks, in the order the trainer calls them:
+    Hooks, in the order they are called:
+      check_config(cfg)             classmethod, by RunConfig.validate: refuse settings (overrides call super())
       attach(model, ctx)            every start and resume: pick the sparse layers
       initialize(model)             fresh start only: set initial masks / load weights
       step(step, optimizer) -> bool after backward(); True when the step was a subspace update
       train_flops_per_example(step) FLOPs of that training step per example
+
+    A method whose masks follow a schedule names it in ``mask_schedule`` and lists its steps in
+    ``update_steps(delta_t)``; ``attach`` then refuses a run with fewer than ``min_subspace_updates`` of them.
     """
 
     name = "base"
+    extra_keys: frozenset[str] = frozenset()  # the run config's ``extra`` keys this method reads
+    # what min_subspace_updates counts in update_steps ("subspace updates", "pruning steps"); None: no minimum
+    mask_schedule: str | None = None
 
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
         self.layers: dict[str, BayesianLayer] = {}  # the sparsified layers (empty = dense)
-        self.records: list[dict] = []                # per-update records, saved with the results
+        self.records: list[dict] = []                # one record per mask update, saved with the results
         self._densities: dict[str, float] | None = None
 
     @classmethod
     def check_config(cls, cfg: RunConfig) -> None:
-        """Raise ConfigError for settings this method cannot run with (called by RunConfig.validate)."""
+        """Raise ConfigError for settings this method cannot run with (called by RunConfig.validate).
+        Overrides call ``super().check_config(cfg)``: it refuses ``extra`` keys the method does not read."""
+        needed = cfg.min_subspace_updates
+        if isinstance(needed, bool) or not isinstance(needed, int) or needed < 0:
+            raise ConfigError(f"min_subspace_updates={needed!r} must be an integer >= 0")
+        unread = sorted(set(cfg.extra) - cls.extra_keys)
+        if unread:
+            reads = ", ".join(sorted(cls.extra_keys)) or "none"
+            raise ConfigError(f"extra key(s) {', '.join(map(repr, unread))} are not read by method {cls.name!r} "
+                              f"(it reads: {reads}); remove them or choose the method that reads them")
 
     @property
     def layout(self) -> SparsityLayout:
@@ -112,6 +211,27 @@ class Method:
 
     def attach(self, model: nn.Module, ctx: TrainContext) -> None:
         self.model, self.ctx = model, ctx
+        self.check_update_count()
+
+    def update_steps(self, delta_t: int) -> Sequence[int]:
+        """The training steps (counted from 1) at which the method's schedule changes the masks."""
+        return ()
+
+    def check_update_count(self) -> None:
+        """ConfigError when the schedule would make fewer than ``min_subspace_updates`` mask updates (a
+        static run under a dynamic method's name), suggesting the largest delta_t that makes enough."""
+        cfg, ctx, needed = self.cfg, self.ctx, self.cfg.min_subspace_updates
+        if self.mask_schedule is None or len(self.update_steps(cfg.delta_t)) >= needed:
+            return
+        largest = next((d for d in range(min(cfg.delta_t, max(ctx.t_end, 1)), 0, -1)
+                        if len(self.update_steps(d)) >= needed), None)
+        fix = (f"use delta_t <= {largest} (--set delta_t={largest})" if largest else
+               "no delta_t is enough: train more epochs or raise t_end_frac")
+        raise ConfigError(
+            f"method {self.name!r} would make too few {self.mask_schedule} ({len(self.update_steps(cfg.delta_t))} < "
+            f"min_subspace_updates={needed}): {ctx.total_steps} steps ({ctx.total_steps // cfg.epochs} per epoch), "
+            f"t_end={ctx.t_end} (t_end_frac={cfg.t_end_frac}), delta_t={cfg.delta_t}; {fix}, or set "
+            "min_subspace_updates=0 to run it anyway")
 
     def initialize(self, model: nn.Module) -> None:
         """Fresh start only (on resume, masks and weights come from the checkpoint)."""
@@ -157,9 +277,14 @@ class Method:
 class SSVI(Method):
     """Sparse Subspace VI: random initial masks at density d, removal-and-addition every delta_t steps."""
 
+    mask_schedule = "subspace updates"
+
     def attach(self, model, ctx):
         super().attach(model, ctx)
         self.layers = select_sparse_layers(model, self.layout)
+
+    def update_steps(self, delta_t):
+        return range(delta_t, self.ctx.t_end, delta_t)  # multiples of delta_t before t_end
 
     def initialize(self, model):
         set_masks(self.layers, {n: random_mask(l.mask.shape, self.cfg.density, self.ctx.generator)
@@ -167,7 +292,7 @@ class SSVI(Method):
         self.masks_changed()
 
     def updates_subspace(self, step: int) -> bool:
-        return step % self.cfg.delta_t == 0 and step < self.ctx.t_end
+        return step in self.update_steps(self.cfg.delta_t)
 
     def step(self, step, optimizer):
         if not self.updates_subspace(step):

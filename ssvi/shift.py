@@ -1,17 +1,27 @@
 """Out-of-distribution detection and distribution-shift evaluation of a finished run (no retraining).
 
-    python -m ssvi evaluate --run results/runs/cifar10/resnet18/ssvi/default/d0.1/seed0 [--data-dir data]
+    python -m ssvi evaluate --run results/runs/cifar10/resnet18/ssvi/default/d0.1/seed0 [--data-dir data] \
+        [--skip svhn --skip cifar10c]
 
-Reads the run's ``model.pt``, ``predictions.pt`` and ``metrics.json`` and writes ``ood_shift.json``:
+Reads the run's ``model.pt`` and ``metrics.json`` and writes ``ood_shift.json``:
 
 - OOD detection: the in-distribution test set against each OOD set of :data:`OOD_SETS` (CIFAR-10/100
   vs SVHN and vs each other). Scores (higher = more in-distribution): maximum softmax probability,
   negative predictive entropy and negative mutual information (the epistemic part, from the K posterior
   samples); metrics AUROC, AUPR (in-distribution positive) and FPR at 95% TPR (:func:`ssvi.metrics.ood_metrics`).
-  The same K weight samples as the in-distribution evaluation are used (same seeded generator).
+  Both sides are computed here, from fp32 probabilities of the same K weight samples (the seeded generator
+  of the trainer's evaluation). ``predictions.pt`` is not used: it stores the samples in fp16, whose
+  rounding alone turned a chance-level run's max-prob AUROC from 0.71 into 1.0; recomputing costs one
+  pass over the test set per sample, less than any OOD set, and needs no larger files.
 - Distribution shift: accuracy, NLL, ECE and Brier of the posterior predictive under corruptions at
-  severities 1-5: CIFAR-10-C's standard ``.npy`` files for ``cifar10``; for the embedded ``digits``
-  default, corruptions generated on the fly (:data:`DIGITS_CORRUPTIONS`, deterministic per seed).
+  severities 1-5 (:data:`SHIFT_SETS`): CIFAR-10-C's standard ``.npy`` files for ``cifar10``; for the
+  embedded ``digits`` default, corruptions generated on the fly (:data:`DIGITS_CORRUPTIONS`, deterministic
+  per seed).
+
+Every set of :func:`evaluation_sets` is evaluated, or the command fails (exit 2, no ``ood_shift.json``)
+naming the missing files, before any forward pass. A set skipped explicitly (``--skip NAME``; workflow
+config ``evaluation: {skip: [NAME]}``) is listed under ``not_evaluated`` instead. :func:`datasets_to_verify`
+names what ``python -m ssvi data`` must check for a dataset.
 
 Embedded default, stated plainly: digits has no standard OOD set, so its OOD set is ``natural_patches``:
 grey-scale patches cut at seeded random places from the two photographs that ship with scikit-learn
@@ -27,22 +37,67 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .data import CIFAR10C_CORRUPTIONS, DataMissingError, Dataset, load_cifar10c, load_dataset
+from .data import (CIFAR10C, CIFAR10C_CORRUPTIONS, DataMissingError, Dataset, describe_missing, load_cifar10c,
+                   load_dataset)
+from .errors import UserError
 from .evaluate import posterior_generator, posterior_samples
 from .metrics import classification_metrics, ood_metrics, uncertainty_scores
 from .models import create_model
 from .provenance import provenance
-from .trainer import FINAL_MODEL, METRICS, PREDICTIONS, atomic_write_text, resolve_device
+from .trainer import FINAL_MODEL, METRICS, atomic_write_text, resolve_device
 
 log = logging.getLogger("ssvi")
 
+NATURAL_PATCHES, DIGITS_CORRUPTED = "natural_patches", "digits_corrupted"  # generated here: no files needed
 OOD_SETS = {"cifar10": ("svhn", "cifar100"), "cifar100": ("svhn", "cifar10"), "svhn": ("cifar10",),
-            "digits": ("natural_patches",)}
-SHIFT_SOURCE = {"cifar10": "CIFAR-10-C (standard .npy files)", "digits": "digits corrupted on the fly"}
+            "digits": (NATURAL_PATCHES,)}
+SHIFT_SETS = {"cifar10": CIFAR10C, "digits": DIGITS_CORRUPTED}
+SHIFT_SOURCE = {CIFAR10C: "CIFAR-10-C (standard .npy files)", DIGITS_CORRUPTED: "digits corrupted on the fly"}
 DIGITS_CORRUPTIONS = ("gaussian_noise", "impulse_noise", "gaussian_blur", "contrast", "pixelate")
 SEVERITIES = (1, 2, 3, 4, 5)
 RESULT_FILE = "ood_shift.json"
 PATCH_SIZE = 32  # pixels cut from the photographs before resizing
+
+
+# --------------------------------------------------------------------------------------------
+# the evaluation sets of a dataset (names shared with the workflow and ``ssvi data``)
+# --------------------------------------------------------------------------------------------
+
+def evaluation_sets(dataset: str) -> list[str]:
+    """The OOD sets of ``dataset``, then its shift set, if any."""
+    return [*OOD_SETS.get(dataset, ()), *([SHIFT_SETS[dataset]] if dataset in SHIFT_SETS else [])]
+
+
+def check_skip(skip) -> None:
+    """UserError for a name in ``skip`` that is no dataset's evaluation set (one list serves every dataset)."""
+    known = sorted({name for dataset in (*OOD_SETS, *SHIFT_SETS) for name in evaluation_sets(dataset)})
+    unknown = sorted(set(skip) - set(known))
+    if unknown:
+        raise UserError(f"cannot skip {', '.join(map(repr, unknown))}: not an evaluation set; "
+                        f"known: {', '.join(known)}")
+
+
+def datasets_to_verify(dataset: str, skip=()) -> list[str]:
+    """``dataset`` and its evaluation sets that need files in the data directory and are not skipped: each a
+    name ``python -m ssvi data --dataset NAME`` verifies."""
+    check_skip(skip)
+    return [dataset, *(name for name in evaluation_sets(dataset)
+                       if name not in skip and name not in (NATURAL_PATCHES, DIGITS_CORRUPTED))]
+
+
+def check_evaluation_data(dataset: str, data_dir: str, skip=()) -> None:
+    """DataMissingError naming every missing file of the sets to evaluate, and how to fetch or skip them."""
+    missing = {name: problems for name in datasets_to_verify(dataset, skip)[1:]
+               if (problems := describe_missing(name, data_dir))}
+    if not missing:
+        return
+    names = list(missing)
+    details = "; ".join(f"{name}: {', '.join(problems)}" for name, problems in missing.items())
+    raise DataMissingError(
+        f"evaluation data of {dataset} missing: {details}; "
+        f"fetch them (`python -m ssvi data --dataset NAME --data-dir {data_dir} --download`, CIFAR-10-C by hand) or "
+        f"skip them explicitly: {' '.join(f'--skip {n}' for n in names)} (workflow config: "
+        f"evaluation: {{skip: [{', '.join(names)}]}})")
 
 
 # --------------------------------------------------------------------------------------------
@@ -66,7 +121,7 @@ def natural_patches(count: int, image_size: int, seed: int) -> torch.Tensor:
 
 
 def ood_inputs(name: str, data: Dataset, data_dir: str, seed: int) -> torch.Tensor:
-    if name == "natural_patches":
+    if name == NATURAL_PATCHES:
         return natural_patches(len(data.y_test), data.image_size, seed)
     ood = load_dataset(name, data_dir, image_size=data.image_size)
     if ood.in_channels != data.in_channels:
@@ -114,8 +169,8 @@ def corrupt(x: torch.Tensor, name: str, severity: int, generator: torch.Generato
 
 
 def shifted_sets(data: Dataset, data_dir: str, seed: int):
-    """Yield (corruption, x, y, severities) per corruption, the five severities stacked in order (one
-    forward pass per weight sample covers them all); nothing for datasets without a shift set."""
+    """Yield (corruption, x, y, severities) per corruption of the dataset's shift set, the five severities
+    stacked in order (one forward pass per weight sample covers them all); nothing without a shift set."""
     if data.name == "cifar10":
         for corruption in CIFAR10C_CORRUPTIONS:
             blocks = [load_cifar10c(data_dir, corruption, severity) for severity in SEVERITIES]
@@ -136,6 +191,13 @@ def shifted_sets(data: Dataset, data_dir: str, seed: int):
 # --------------------------------------------------------------------------------------------
 
 def load_finished_run(run_dir: Path, data_dir: str | None, device: torch.device):
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir} does not exist; --run takes the directory of a finished run "
+                        "(the --out of a completed `python -m ssvi train`)")
+    missing = [name for name in (METRICS, FINAL_MODEL) if not (run_dir / name).is_file()]
+    if missing:
+        raise UserError(f"{run_dir} holds no finished run (no {' or '.join(missing)}); finish it first: re-running its "
+                        "`python -m ssvi train --out` command resumes it")
     metrics = json.loads((run_dir / METRICS).read_text())
     cfg = metrics["config"]
     data = load_dataset(cfg["dataset"], data_dir or cfg["data_dir"], image_size=cfg["image_size"])
@@ -144,12 +206,16 @@ def load_finished_run(run_dir: Path, data_dir: str | None, device: torch.device)
     return metrics, data, model.to(device)
 
 
-def evaluate_run(run_dir: str | Path, data_dir: str | None = None, device: str = "auto") -> dict:
+def evaluate_run(run_dir: str | Path, data_dir: str | None = None, device: str = "auto", skip=()) -> dict:
+    """Evaluate every set of :func:`evaluation_sets` not in ``skip`` and write ``ood_shift.json``; a missing
+    set raises DataMissingError before anything is computed or written."""
     run_dir = Path(run_dir)
+    check_skip(skip)
     torch_device = resolve_device(device)
     metrics, data, model = load_finished_run(run_dir, data_dir, torch_device)
     cfg = metrics["config"]
     source_dir = data_dir or cfg["data_dir"]
+    check_evaluation_data(data.name, source_dir, skip)
     k, seed = cfg["num_samples"], cfg["seed"]
 
     def samples(x: torch.Tensor) -> torch.Tensor:
@@ -158,36 +224,36 @@ def evaluate_run(run_dir: str | Path, data_dir: str | None = None, device: str =
                                  generator=posterior_generator(seed), batch_size=cfg["eval_batch_size"],
                                  device=torch_device)
 
-    in_scores = uncertainty_scores(torch.load(run_dir / PREDICTIONS)["sample_probs"].float())
+    sets = evaluation_sets(data.name)
+    not_evaluated = [name for name in sets if name in skip]
+    in_scores = uncertainty_scores(samples(data.x_test))
     ood = {}
     for name in OOD_SETS.get(data.name, ()):
-        try:
-            out_scores = uncertainty_scores(samples(ood_inputs(name, data, source_dir, seed)))
-        except DataMissingError as error:
-            log.warning("OOD set %s skipped: %s", name, error)
-            ood[name] = {"missing": str(error)}
+        if name in not_evaluated:
             continue
+        out_scores = uncertainty_scores(samples(ood_inputs(name, data, source_dir, seed)))
         ood[name] = {score: ood_metrics(in_scores[score], out_scores[score]) for score in in_scores}
         log.info("OOD %s vs %s: AUROC %s", data.name, name,
                  {s: round(v["auroc"], 4) for s, v in ood[name].items()})
     shift = []
-    try:
+    if SHIFT_SETS.get(data.name) not in not_evaluated:
         for corruption, x, y, sizes in shifted_sets(data, source_dir, seed):
             predictive = samples(x).mean(0)
             for severity, probs, labels in zip(SEVERITIES, predictive.split(sizes), y.split(sizes)):
                 shift.append({"corruption": corruption, "severity": severity,
                               **classification_metrics(probs, labels)})
-    except DataMissingError as error:
-        log.warning("distribution shift skipped: %s", error)
-        shift = []
+    if not_evaluated:
+        log.warning("not evaluated (skipped explicitly): %s", ", ".join(not_evaluated))
     result = {
         "run": str(run_dir), "method": metrics["method"], "dataset": metrics["dataset"], "arch": metrics["arch"],
         "density": metrics["density"], "seed": seed, "num_samples": k,
+        "evaluation_sets": sets, "not_evaluated": not_evaluated,
         "ood_sets": list(OOD_SETS.get(data.name, ())), "ood": ood,
         "ood_scores": {"max_prob": "maximum softmax probability of the predictive",
                        "neg_entropy": "negative predictive entropy",
                        "neg_mutual_info": "negative mutual information between prediction and weights (epistemic)"},
-        "shift_source": SHIFT_SOURCE.get(data.name), "shift": shift,
+        "ood_precision": "both sides from fp32 probabilities of the same K weight samples",
+        "shift_source": SHIFT_SOURCE.get(SHIFT_SETS.get(data.name)), "shift": shift,
         "shift_by_severity": _by_severity(shift), "metric_variants": metrics["metric_variants"],
         "provenance": provenance(torch_device),
     }

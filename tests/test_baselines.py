@@ -13,7 +13,7 @@ import torch
 from baselines.gradual_pruning import scheduled_density
 from ssvi import criteria
 from ssvi.cli import main
-from ssvi.config import RunConfig
+from ssvi.config import ConfigError, RunConfig, parse_override
 from ssvi.methods import list_methods
 from ssvi.subspace import num_kept
 from ssvi.trainer import build_run
@@ -52,6 +52,50 @@ def test_every_method_writes_complete_metrics(runs):
                     "seed", "method", "dataset", "arch", "history", "config", "provenance"):
             assert key in metrics, f"{method} lacks {key}"
         assert metrics["method"] == method and 0 <= metrics["acc"] <= 1
+
+
+def test_metrics_record_the_number_of_mask_updates(runs):
+    root, results = runs
+    t_end = int(0.75 * results["ssvi"]["steps"])
+    assert results["ssvi"]["mask_updates"] == len([s for s in range(1, t_end) if s % TINY["delta_t"] == 0]) > 0
+    for method in ("ssvi", "gradual_pruning"):
+        records = json.loads((root / method / "subspace.json").read_text())
+        assert results[method]["mask_updates"] == len(records) > 0, method
+    for method in ("dense_vi", "static_sparse", "posthoc"):
+        assert results[method]["mask_updates"] == 0, method
+
+
+# digits at batch 128: 12 steps per epoch
+@pytest.mark.parametrize(("method", "values", "expected"), [
+    ("ssvi", {"epochs": 10, "delta_t": 100}, ["too few subspace updates (0 < min_subspace_updates=1)", "120 steps",
+                                              "t_end=90", "delta_t=100", "delta_t <= 89"]),
+    ("gradual_pruning", {"epochs": 1, "delta_t": 100, "min_subspace_updates": 2},
+     ["too few pruning steps (1 < min_subspace_updates=2)", "12 steps", "t_end=9", "delta_t <= 8"]),
+    ("ssvi", {"epochs": 1, "t_end_frac": 0.0}, ["(0 < min_subspace_updates=1)", "t_end=0", "epochs", "t_end_frac"]),
+])
+def test_a_schedule_with_too_few_mask_updates_is_refused(method, values, expected):
+    cfg = RunConfig.from_dict({**TINY, "method": method, **values})
+    with pytest.raises(ConfigError) as info:
+        build_run(cfg)
+    for text in expected:
+        assert text in str(info.value)
+    assert "min_subspace_updates=0" in str(info.value)
+
+
+def test_static_sparse_and_an_explicit_minimum_of_zero_need_no_updates():
+    no_updates = {"epochs": 10, "delta_t": 100}
+    assert build_run(RunConfig.from_dict({**TINY, "method": "static_sparse", **no_updates})).method.layers
+    assert build_run(RunConfig.from_dict({**TINY, "method": "ssvi", **no_updates, "min_subspace_updates": 0}))
+
+
+def test_the_readme_hand_run_example_updates_its_subspace():
+    readme = (REPO / "README.md").read_text()
+    command = re.search(r"python -m ssvi train --out runs/demo((?: --set \S+)+)", readme).group(1)
+    cfg = RunConfig.from_dict({**dict(parse_override(s) for s in command.split(" --set ")[1:]), "threads": 1})
+    assert cfg.method == "ssvi"
+    build_run(cfg)  # validation passes
+    steps = -(-1437 // cfg.batch_size) * cfg.epochs  # digits has 1,437 training images
+    assert any(s % cfg.delta_t == 0 for s in range(1, int(cfg.t_end_frac * steps))), "no subspace update"
 
 
 def test_dense_stays_dense(runs):
@@ -108,6 +152,17 @@ def test_posthoc_keeps_exactly_top_density_by_snr(runs):
         assert torch.equal(masks[name].flatten(), expected), name
     # pure post-hoc: its training FLOPs are the dense run's
     assert results["posthoc"]["train_flops"] == results["dense_vi"]["train_flops"]
+
+
+def test_posthoc_needs_a_finished_matching_dense_vi_source(runs, tmp_path):
+    root, _ = runs
+    posthoc = {**TINY, "method": "posthoc", "epochs": 0}
+    with pytest.raises(ConfigError) as info:
+        build_run(RunConfig.from_dict({**posthoc, "init_from": str(tmp_path / "none")}))
+    assert str(tmp_path / "none") in str(info.value) and "finish" in str(info.value) and "dense_vi" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        build_run(RunConfig.from_dict({**posthoc, "init_from": str(root / "ssvi"), "width": 0.25}))
+    assert "method: 'ssvi' there" in str(info.value) and "width: 0.125 there, 0.25 here" in str(info.value)
 
 
 def test_training_flops_ordering(runs):

@@ -39,7 +39,7 @@ def test_natural_patches_are_seeded_photo_crops():
 
 
 def test_evaluate_finished_run(tmp_path):
-    cfg = RunConfig.from_dict({"width": 0.125, "image_size": 8, "epochs": 1, "threads": 1, "num_samples": 2,
+    cfg = RunConfig.from_dict({"width": 0.125, "image_size": 8, "epochs": 1, "delta_t": 2, "threads": 1, "num_samples": 2,
                                "eval_batch_size": 2000})
     run(cfg, tmp_path)
     result = evaluate_run(tmp_path)

@@ -46,7 +46,7 @@ def speed_run(arch: str, width: float, batch: int, density: float, epochs: int, 
 
     dense = density >= 1.0
     cfg = RunConfig(method="dense_vi" if dense else "ssvi", arch=arch, width=width, density=min(density, 1.0),
-                    batch_size=batch, epochs=epochs, delta_t=10**9, seed=seed, device=str(device),
+                    batch_size=batch, epochs=epochs, delta_t=10**9, min_subspace_updates=0, seed=seed, device=str(device),
                     **SPEED_VARIANTS[variant])
     run = build_run(cfg, data=data)
     run.method.initialize(run.model)

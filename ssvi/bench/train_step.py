@@ -36,7 +36,8 @@ def build_model(arch: str, width: float, density: float, seed: int, device: torc
     torch.manual_seed(seed)
     model = create_model(arch, NUM_CLASSES, width, 3, bayesian=True).to(device)
     dense = density >= 1.0
-    cfg = RunConfig(method="dense_vi" if dense else "ssvi", arch=arch, width=width, density=min(density, 1.0))
+    cfg = RunConfig(method="dense_vi" if dense else "ssvi", arch=arch, width=width, density=min(density, 1.0),
+                    min_subspace_updates=0)
     method = Method(cfg) if dense else SSVI(cfg)
     # t_end = 0: no subspace update ever replaces a step (every step is a masked optimiser step)
     ctx = TrainContext(total_steps=0, t_end=0, profile=None, generator=torch.Generator().manual_seed(seed))
