@@ -66,13 +66,66 @@ def zero_nan(series: pd.Series) -> pd.Series:
     return series.fillna(0.0)
 
 
-def density_axis(ax, densities) -> None:
-    """Log-scale x axis with one labelled tick per density present (no minor-tick clutter)."""
+def density_axis(ax, densities, label: str = "density") -> None:
+    """Log-scale x axis with one labelled tick per value present (no minor-tick clutter)."""
     ticks = sorted({float(d) for d in densities})
     ax.set_xscale("log")
     ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_xticks(ticks, [f"{d:g}" for d in ticks])
-    ax.set_xlabel("density")
+    ax.set_xlabel(label)
+
+
+def power_of_ten(value: float, _position=None) -> str:
+    """Tick label 'm×10^k' (mathtext); '10^k' for m = 1."""
+    if value <= 0:
+        return ""
+    exponent = math.floor(math.log10(value) + 1e-9)
+    mantissa = round(value / 10 ** exponent, 6)
+    return f"$10^{{{exponent}}}$" if mantissa == 1 else f"${mantissa:g}\\times10^{{{exponent}}}$"
+
+
+def log_ticks(low: float, high: float, at_most: int = 5) -> list[float]:
+    """Round log-axis ticks in [low, high]: 1/2/5 × 10^k, else every m × 10^k, thinned to ``at_most``."""
+    exponents = range(math.floor(math.log10(low)), math.floor(math.log10(high)) + 1)
+    for mantissas in ((1,), (1, 2, 5), range(1, 10)):
+        ticks = [m * 10.0 ** e for e in exponents for m in mantissas if low <= m * 10.0 ** e <= high]
+        if len(ticks) >= 2 or (mantissas == range(1, 10) and ticks):
+            break
+    step = math.ceil(len(ticks) / at_most) if ticks else 1
+    return ticks[::step] or [low, high]
+
+
+def log_axis(ax, axis: str = "x") -> None:
+    """Log scale with a few round, labelled ticks and unlabelled minor ticks (no colliding minor labels such
+    as 3×10^9, 4×10^9, 6×10^9 on a narrow range). Call after plotting (it reads the data limits)."""
+    (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    low, high = ax.get_xlim() if axis == "x" else ax.get_ylim()
+    target.set_major_locator(matplotlib.ticker.FixedLocator(log_ticks(low, high)))
+    target.set_major_formatter(matplotlib.ticker.FuncFormatter(power_of_ten))
+    target.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
+LABEL_OFFSETS = [(5, 4), (5, -11), (-5, 4), (-5, -11), (5, 14), (5, -21), (-5, 14), (-5, -21)]  # points
+
+
+def label_points(ax, xs, ys, texts, fontsize: float = 7) -> None:
+    """Annotate points without overlapping labels: each label takes the first offset (right/left, above/
+    below) whose box misses every label placed before it and every point. Call after the final layout."""
+    fig = ax.figure
+    scale = fig.dpi / 72  # points -> pixels
+    points = ax.transData.transform(list(zip(xs, ys)))
+    boxes = [(px - 3 * scale, py - 3 * scale, px + 3 * scale, py + 3 * scale) for px, py in points]
+    for (px, py), (x, y), text in zip(points, zip(xs, ys), texts):
+        width, height = 0.6 * fontsize * len(text) * scale, 1.2 * fontsize * scale
+        for dx, dy in LABEL_OFFSETS:
+            left = px + dx * scale if dx > 0 else px + dx * scale - width
+            box = (left, py + dy * scale, left + width, py + dy * scale + height)
+            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in boxes):
+                break
+        boxes.append(box)
+        ax.annotate(text, (x, y), fontsize=fontsize, textcoords="offset points", xytext=(dx, dy),
+                    ha="left" if dx > 0 else "right", va="bottom")
 
 
 def figure_legend(fig, axes, ncol: int = 4) -> int:
@@ -89,7 +142,10 @@ def figure_legend(fig, axes, ncol: int = 4) -> int:
 
 def seeds_text(ns) -> str:
     """'n = 3 seeds' or 'n = 1–3 seeds' from a column of per-cell seed counts."""
-    low, high = int(min(ns)), int(max(ns))
+    ns = [int(n) for n in ns]
+    if not ns:
+        return "n = 0"
+    low, high = min(ns), max(ns)
     return f"n = {low} seed{'s' if high > 1 else ''}" if low == high else f"n = {low}–{high} seeds"
 
 

@@ -1,5 +1,6 @@
-"""Figure 1 of the paper: training FLOPs (x, log scale) against test accuracy (y), one marker per method
-and density (labelled d=...), error bars = std over seeds, one panel per dataset x architecture.
+"""Figure 1 of the paper: training FLOPs (x, log scale, labelled at 1/2/5 × 10^k) against test accuracy
+(y), one marker per method and density (labelled d = ..., placed so labels do not overlap), error bars =
+std over seeds, n in the title; one panel per dataset x architecture.
 Reads ``main.csv`` (default recipe; post-hoc rows per fine-tune epochs) written by aggregate.py.
 
     python paper_figures/fig1_flops_vs_accuracy.py --tables results/tables --out results/figures
@@ -30,17 +31,20 @@ def draw(tables: Path):
             ax.errorbar(rows["train_flops_mean"], rows["acc_pct_mean"], xerr=common.zero_nan(rows["train_flops_std"]),
                         yerr=common.zero_nan(rows["acc_pct_std"]), label=method, linestyle="-", linewidth=0.8,
                         markersize=6, capsize=2, **styles[method])
-            for _, r in rows.iterrows():
-                ax.annotate(f"d={r['density']:g}", (r["train_flops_mean"], r["acc_pct_mean"]), fontsize=7,
-                            textcoords="offset points", xytext=(4, 4))
         ax.set_xscale("log")
+        ax.margins(x=0.08, y=0.1)  # room for the labels of the outermost points
+        common.log_axis(ax, "x")
         ax.set_xlabel(f"training FLOPs ({common.FLOPS_UNIT})")
         ax.set_ylabel("test accuracy (%)")
         ax.set_title(f"{dataset} / {arch}")
         ax.grid(alpha=0.3, which="both")
     legend_rows = common.figure_legend(fig, axes, ncol=4)
-    fig.suptitle("Training cost vs accuracy (mean ± std over seeds)")
+    fig.suptitle(f"Training cost vs accuracy (mean ± std over seeds, {common.seeds_text(main['n'])})")
     fig.tight_layout(rect=(0, 0.05 * legend_rows / len(axes) ** 0.5 + 0.02, 1, 1))
+    for ax, (dataset, arch) in zip(axes, panels):  # after the layout: placement works in display coordinates
+        block = main[(main["dataset"] == dataset) & (main["arch"] == arch)]
+        common.label_points(ax, block["train_flops_mean"], block["acc_pct_mean"],
+                            [f"d = {d:g}" for d in block["density"]])
     return fig
 
 

@@ -41,7 +41,9 @@ def draw(tables: Path):
         ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
         ax.set_yticks(range(len(names)), names, fontsize=7)
         fig.colorbar(image, ax=ax, shrink=0.75)
-    fig.suptitle("Criteria overlap at the start, middle and end of the update phase (mean over runs)")
+    runs = common.read_table(tables, "criteria_vs_mean")
+    n = f", n = {int(runs['n'].max())} runs" if not runs.empty else ""
+    fig.suptitle(f"Criteria overlap at the start, middle and end of the update phase (mean over runs{n})")
     fig.tight_layout()
     return fig
 

@@ -40,7 +40,7 @@ def draw(tables: Path):
         ax.set_title(f"{dataset} / {arch}", fontsize=9)
         ax.grid(alpha=0.3, which="both")
     legend_rows = common.figure_legend(fig, axes, ncol=6)
-    fig.suptitle("Metrics vs density (mean ± std over seeds; dashed: dense VI)")
+    fig.suptitle(f"Metrics vs density (mean ± std over seeds, {common.seeds_text(sweep['n'])}; dashed: dense VI)")
     fig.tight_layout(rect=(0, 0.06 * legend_rows / (len(axes) // len(METRICS)) ** 0.5 + 0.02, 1, 1))
     return fig
 

@@ -50,8 +50,9 @@ def draw(tables: Path):
         ax.set_title(f"{dataset} / {arch} vs {ood_set}\nscore: {SCORES[score]} ({score})", fontsize=9)
         ax.grid(alpha=0.3, which="both")
     legend_rows = common.figure_legend(fig, axes, ncol=5)
-    fig.suptitle("OOD detection AUROC vs density (mean ± std over seeds; dashed: dense VI; "
-                 "higher score = more in-distribution)", fontsize=10)
+    n = common.seeds_text(ood["n"][ood["n"] > 0])
+    fig.suptitle(f"OOD detection AUROC vs density (mean ± std over seeds, {n}; "
+                 "dashed: dense VI; higher score = more in-distribution)", fontsize=10)
     fig.tight_layout(rect=(0, 0.06 * legend_rows / (len(axes) // len(scores)) ** 0.5 + 0.02, 1, 1))
     return fig
 

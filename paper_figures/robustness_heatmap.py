@@ -47,7 +47,7 @@ def draw(tables: Path):
         ax.set_ylabel("σ-init")
         ax.set_title(method)
     fig.colorbar(image, ax=axes, label="test accuracy (%)", shrink=0.9)
-    fig.suptitle("Accuracy over the hyperparameter grid (mean ± std over seeds)")
+    fig.suptitle(f"Accuracy over the hyperparameter grid (mean ± std over seeds, {common.seeds_text(rob['n'])})")
     return fig
 
 

@@ -36,7 +36,7 @@ def curve(shift: pd.DataFrame, main: pd.DataFrame, dataset: str, arch: str, meth
 
 def draw(tables: Path):
     shift = common.read_table(tables, "shift")
-    if shift.empty:
+    if shift.empty or shift["acc_pct_mean"].isna().all():  # no runs, or the shift set was not evaluated
         return None
     shift = shift.assign(severity=shift["severity"].astype(str))
     main = common.read_table(tables, "main")
@@ -63,8 +63,8 @@ def draw(tables: Path):
         ax.set_title(f"{dataset} / {arch}, {where}", fontsize=9)
         ax.grid(alpha=0.3)
     legend_rows = common.figure_legend(fig, axes, ncol=5)
-    fig.suptitle("Accuracy under corruption vs severity, mean over corruptions (mean ± std over seeds; "
-                 "one panel per density)", fontsize=10)
+    fig.suptitle(f"Accuracy under corruption vs severity, mean over corruptions (mean ± std over seeds, "
+                 f"{common.seeds_text(shift['n'][shift['n'] > 0])}; one panel per density)", fontsize=10)
     fig.tight_layout(rect=(0, 0.06 * legend_rows / max(1, len(blocks)) ** 0.5 + 0.02, 1, 1))
     return fig
 

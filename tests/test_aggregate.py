@@ -1,6 +1,10 @@
-"""Tests of workflow/scripts/aggregate.py on synthetic finished runs with known values
-(tests/fixtures/synthetic_runs.py): table means/stds, OOD / shift tables, claim verdicts, IoU stages,
-missing runs and evaluations, the comparison with the paper's values and the written files."""
+"""Tests of the report layer (ssvi.report, command line workflow/scripts/aggregate.py) on synthetic
+finished runs with known values (tests/fixtures/synthetic_runs.py): table means/stds, OOD / shift tables,
+claim verdicts, IoU stages, missing runs and evaluations, the comparison with the paper's values and the
+written files.
+
+    python -m pytest tests/test_aggregate.py -q
+"""
 
 from __future__ import annotations
 
@@ -17,13 +21,17 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
 import synthetic_runs as synth  # noqa: E402  (puts workflow/scripts on sys.path)
 
-import aggregate  # noqa: E402
+import aggregate  # noqa: E402  (the command line, workflow/scripts/aggregate.py)
+
+from ssvi.report import claims as report_claims  # noqa: E402
+from ssvi.report import columns, overlap, paper, runs  # noqa: E402
+from ssvi.report.build import aggregate as build_aggregate  # noqa: E402
 
 SEED_STD = synth.ACC_OFFSET * math.sqrt(2)  # std (ddof = 1) of mean -/+ offset
 TABLES = ["main", "paper_comparison", "density_sweep", "criteria", "criteria_vs_mean", "robustness",
-          "robustness_spread", "ood", "shift", "shift_corruptions", "claims",
+          "robustness_spread", "schedule_ablation", "ood", "shift", "shift_corruptions", "claims",
           *[f"{k}_{s}" for k in ("iou", "spearman") for s in ("start", "middle", "end")]]
-CLAIMS = ("C1", "C2", "C3", "C4", "C5", "C5-ood", "C5-shift", "C6")
+CLAIMS = ("C1", "C2", "C2-time", "C3", "C4", "C5", "C5-ood", "C5-shift", "C6")
 AUROC_STD = synth.AUROC_OFFSET * math.sqrt(2)
 
 
@@ -31,7 +39,7 @@ def run_aggregate(tmp_path, scenario=synth.GOOD, keep=lambda spec: True, expecte
                   evaluate=lambda spec: True, **kwargs):
     config = synth.make_config(tmp_path)
     dirs = synth.write_runs(config, scenario, keep, evaluate)
-    tables = aggregate.aggregate(config, tmp_path / "tables", dirs, expected=expected, **kwargs)
+    tables = build_aggregate(config, tmp_path / "tables", dirs, expected=expected, **kwargs)
     return config, tables
 
 
@@ -62,7 +70,7 @@ def test_main_table_means_and_stds(good):
     assert dense["n"] == 2
     assert dense["acc_pct_mean"] == pytest.approx(90.0)
     assert dense["acc_pct_std"] == pytest.approx(SEED_STD)
-    assert dense["nll_mean"] == pytest.approx(0.40) and dense["nll_std"] == pytest.approx(0.01 * math.sqrt(2))
+    assert dense["nll_mean"] == pytest.approx(0.40) and dense["nll_std"] == pytest.approx(synth.NLL_OFFSET * math.sqrt(2))
     assert dense["train_flops_std"] == 0.0
     ssvi = row(main, method="ssvi", density=0.05)
     assert ssvi["acc_pct_mean"] == pytest.approx(88.0)
@@ -81,6 +89,9 @@ def test_single_seed_std_is_dash(tmp_path):
     assert main.data["n"].eq(1).all() and main.data["acc_pct_std"].isna().all()
     assert main.display["acc (%)"].str.endswith("± —").all()
     assert "n = 1 seed per cell" in main.caption
+    assert set(verdicts(tables).values()) == {columns.INCONCLUSIVE}  # n = 1 is always inconclusive
+    c1 = next(c for c in tables["claims"].data.to_dict("records") if c["claim"] == "C1")
+    assert (c1["n_a"], c1["n_b"]) == (1, 1) and "no interval: n = 1/1" in c1["summary"]
 
 
 def test_density_sweep_criteria_robustness(good):
@@ -120,9 +131,9 @@ def test_iou_start_middle_end_averaged_over_runs(good):
 
 def test_stage_records_pick_first_middle_last():
     records = [{"step": s, "iou": [[1.0]]} for s in (10, 20, 30, 40)]
-    stages = aggregate.stage_records(records)
+    stages = overlap.stage_records(records)
     assert [stages[k]["step"] for k in ("start", "middle", "end")] == [10, 30, 40]
-    assert aggregate.stage_records([{"step": 10, "density": 0.5}]) is None
+    assert overlap.stage_records([{"step": 10, "density": 0.5}]) is None
 
 
 # ---- OOD detection and distribution shift (ood_shift.json) ---------------------------------------------
@@ -158,7 +169,7 @@ def test_shift_tables_means_and_stds(good):
     shift = tables["shift"].data
     assert len(shift) == 8 * 6  # cells x (severity 1-5 + all)
     dense = shift[shift["method"] == "dense_vi"]
-    assert list(dense["severity"]) == ["1", "2", "3", "4", "5", aggregate.SEVERITY_ALL]
+    assert list(dense["severity"]) == ["1", "2", "3", "4", "5", columns.SEVERITY_ALL]
     for severity, drop in synth.SEVERITY_DROP.items():
         cell = row(shift, method="dense_vi", severity=str(severity))
         assert cell["acc_pct_mean"] == pytest.approx(70.0 - drop)  # corruption offsets cancel
@@ -189,34 +200,49 @@ def test_new_claim_numbers(good):
     ood = numbers["C5-ood"]
     assert len(ood) == 2 * 2 * 3  # SSVI densities x OOD sets x scores
     win = next(n for n in ood if n["density"] == 0.1 and n["ood_set"] == "natural_patches" and n["score"] == "max_prob")
-    assert win["ssvi"] == pytest.approx(0.82) and win["dense_vi"] == pytest.approx(0.80) and win["matches_or_beats"]
+    assert win["ssvi"] == pytest.approx(0.82) and win["dense_vi"] == pytest.approx(0.80)
+    assert win["verdict"] == columns.HOLDS and win["ci_low"] > 0  # 0.02 ± ~6 x 0.002
     lose = next(n for n in ood if n["density"] == 0.05 and n["score"] == "max_prob")
-    assert not lose["matches_or_beats"]  # 0.78 < 0.80 - 0.0141
+    assert lose["verdict"] == columns.FAILS and lose["ci_high"] < 0  # 0.78 vs 0.80
     shift = {n["density"]: n for n in numbers["C5-shift"]}
     assert shift[0.1]["ssvi"] == pytest.approx(65.0) and shift[0.1]["dense_vi"] == pytest.approx(63.0)
-    assert shift[0.1]["matches_or_beats"] and not shift[0.05]["matches_or_beats"]  # 61 < 63 - sqrt(2)
+    assert shift[0.1]["verdict"] == columns.HOLDS and shift[0.05]["verdict"] == columns.FAILS  # 65, 61 vs 63
     assert "AUROC" in claims["C5-ood"]["definition"] and "severity" in claims["C5-shift"]["definition"]
 
 
+def per_run(rows: list[tuple], metric: str, extra: dict | None = None) -> pd.DataFrame:
+    """A per-run frame: rows of (method, density, [seed values])."""
+    records = [{"dataset": "x", "arch": "a", "method": m, "density": d, "seed": i, metric: v, **(extra or {})}
+               for m, d, seeds in rows for i, v in enumerate(seeds)]
+    return pd.DataFrame(records)
+
+
+def decide_claim(name: str, **frames) -> dict:
+    empty = pd.DataFrame(columns=["dataset", "arch", "method", "density"])
+    data = report_claims.ClaimData(**{k: frames.get(k, empty) for k in
+                                      ("main", "criteria", "robustness", "ood", "shift")})
+    return report_claims.REGISTRY[name](data, {})
+
+
 def test_new_claims_rules():
-    keys = {"dataset": ["x"] * 3, "arch": ["a"] * 3, "method": ["dense_vi", "ssvi", "ssvi"],
-            "density": [1.0, 0.1, 0.05]}
-    shift = pd.DataFrame({**keys, "severity": ["all"] * 3, "acc_pct_mean": [60.0, 58.5, 50.0],
-                          "acc_pct_std": [1.0, 2.0, float("nan")]})
-    assert aggregate.claim_c5_shift(shift)["verdict"] == aggregate.HOLDS      # 58.5 >= 60 - max(1, 2)
-    shift.loc[1, "acc_pct_std"] = 1.0
-    assert aggregate.claim_c5_shift(shift)["verdict"] == aggregate.FAILS      # 58.5 < 60 - 1
-    per_severity = shift.assign(severity="1", acc_pct_mean=[60.0, 70.0, 70.0])  # 'all' rows decide, not these
-    assert aggregate.claim_c5_shift(pd.concat([shift, per_severity]))["verdict"] == aggregate.FAILS
-    ood = pd.DataFrame({**{k: v * 2 for k, v in keys.items()}, "ood_set": ["o"] * 6,
-                        "score": ["max_prob"] * 3 + ["neg_mutual_info"] * 3,
-                        "auroc_mean": [0.9, 0.8, 0.7, 0.6, 0.65, 0.5], "auroc_std": [float("nan")] * 6})
-    claim = aggregate.claim_c5_ood(ood)
-    assert claim["verdict"] == aggregate.HOLDS and len(claim["numbers"]) == 4   # only the MI score at d = 0.1
-    assert [n["matches_or_beats"] for n in claim["numbers"]] == [False, False, True, False]
-    ood.loc[4, "auroc_mean"] = 0.55
-    assert aggregate.claim_c5_ood(ood)["verdict"] == aggregate.FAILS
-    assert aggregate.claim_c5_ood(ood[ood["method"] == "ssvi"])["verdict"] == aggregate.NOT_ENOUGH
+    dense, better, worse = [59.0, 60.0, 61.0], [64.0, 65.0, 66.0], [49.0, 50.0, 51.0]
+    shift = per_run([("dense_vi", 1.0, dense), ("ssvi", 0.1, better), ("ssvi", 0.05, worse)], "acc_pct")
+    assert decide_claim("C5-shift", shift=shift)["verdict"] == columns.HOLDS      # 5 ± 2.27 > 0 at d = 0.1
+    shift = per_run([("dense_vi", 1.0, dense), ("ssvi", 0.1, [59.0, 60.5, 62.0]), ("ssvi", 0.05, worse)], "acc_pct")
+    assert decide_claim("C5-shift", shift=shift)["verdict"] == columns.INCONCLUSIVE  # straddles 0; none holds
+    shift = per_run([("dense_vi", 1.0, dense), ("ssvi", 0.1, worse)], "acc_pct")
+    assert decide_claim("C5-shift", shift=shift)["verdict"] == columns.FAILS
+    ood = pd.concat([per_run([("dense_vi", 1.0, [0.90, 0.91]), ("ssvi", 0.1, [0.80, 0.81])], "auroc",
+                             {"ood_set": "o", "score": "max_prob"}),
+                     per_run([("dense_vi", 1.0, [0.60, 0.61]), ("ssvi", 0.1, [0.70, 0.71])], "auroc",
+                             {"ood_set": "o", "score": "neg_mutual_info"})], ignore_index=True)
+    claim = decide_claim("C5-ood", ood=ood)
+    assert claim["verdict"] == columns.HOLDS and len(claim["numbers"]) == 2   # only the MI score holds
+    assert [n["verdict"] for n in claim["numbers"]] == [columns.FAILS, columns.HOLDS]
+    assert claim["effect"] == pytest.approx(0.10) and claim["n_a"] == claim["n_b"] == 2  # the deciding comparison
+    ood.loc[ood["score"] == "neg_mutual_info", "auroc"] = [0.60, 0.61, 0.50, 0.51]
+    assert decide_claim("C5-ood", ood=ood)["verdict"] == columns.FAILS
+    assert decide_claim("C5-ood", ood=ood[ood["method"] == "ssvi"])["verdict"] == columns.NOT_ENOUGH
 
 
 def test_runs_without_evaluation_have_no_ood_or_shift_values(tmp_path):
@@ -224,7 +250,7 @@ def test_runs_without_evaluation_have_no_ood_or_shift_values(tmp_path):
     _, tables = run_aggregate(tmp_path, keep=keep, evaluate=lambda s: False)
     assert tables["ood"].data.empty and tables["shift"].data.empty and tables["shift_corruptions"].data.empty
     v = verdicts(tables)
-    assert v["C5-ood"] == v["C5-shift"] == aggregate.NOT_ENOUGH and v["C1"] == v["C5"] == aggregate.HOLDS
+    assert v["C5-ood"] == v["C5-shift"] == columns.NOT_ENOUGH and v["C1"] == v["C5"] == columns.HOLDS
     assert "No runs for this table" in (tmp_path / "tables" / "ood.md").read_text()
     assert not pd.read_csv(tmp_path / "tables" / "runs.csv")["evaluated"].any()
 
@@ -236,9 +262,10 @@ def test_skipped_ood_set_counts_only_runs_that_have_it(tmp_path):
     data = json.loads((skipped / "ood_shift.json").read_text())
     data["ood"]["uniform_noise"] = {"missing": "uniform_noise not found under data/"}
     (skipped / "ood_shift.json").write_text(json.dumps(data))
-    ood = aggregate.aggregate(config, tmp_path / "tables", dirs)["ood"]
+    ood = build_aggregate(config, tmp_path / "tables", dirs)["ood"]
     cell = row(ood.data, method="dense_vi", ood_set="uniform_noise", score="max_prob")
-    assert cell["n"] == 1 and pd.isna(cell["auroc_std"]) and cell["auroc_mean"] == pytest.approx(0.89)
+    assert cell["n"] == 1 and pd.isna(cell["auroc_std"])
+    assert cell["auroc_mean"] == pytest.approx(0.80 + synth.OOD_SET_OFFSET["uniform_noise"] - synth.AUROC_OFFSET)
     assert row(ood.data, method="dense_vi", ood_set="natural_patches", score="max_prob")["n"] == 2
     assert "uniform_noise skipped in 1 run(s)" in ood.caption
     assert ood.display.loc[ood.display["method"] == "dense_vi", "n (seeds)"].item() == "1–2"
@@ -249,15 +276,15 @@ def test_evaluation_of_another_run_is_an_error(tmp_path):
     dirs = synth.write_runs(config, keep=lambda s: s.method == "dense_vi" and s.variant == "default")
     data = json.loads((dirs[0] / "ood_shift.json").read_text())
     (dirs[0] / "ood_shift.json").write_text(json.dumps({**data, "seed": 7}))
-    with pytest.raises(aggregate.EvalFileError, match="seed: 7 there"):
-        aggregate.aggregate(config, tmp_path / "tables", dirs)
+    with pytest.raises(runs.EvalFileError, match="seed: 7 there"):
+        build_aggregate(config, tmp_path / "tables", dirs)
 
 
 # ---- claims -----------------------------------------------------------------------------------------
 
 def test_claims_hold(good):
     tmp, tables = good
-    assert verdicts(tables) == {c: aggregate.HOLDS for c in CLAIMS}
+    assert verdicts(tables) == {c: columns.HOLDS for c in CLAIMS}
     assert list(tables["claims"].data["claim"]) == list(CLAIMS)
     claims = json.loads((tmp / "tables" / "claims.json").read_text())
     c1 = next(c for c in claims["claims"] if c["claim"] == "C1")
@@ -269,27 +296,29 @@ def test_claims_hold(good):
 
 def test_claims_fail(tmp_path):
     _, tables = run_aggregate(tmp_path, synth.BAD)
-    assert verdicts(tables) == {c: aggregate.FAILS for c in CLAIMS}
+    assert verdicts(tables) == {c: columns.FAILS for c in CLAIMS}
 
 
 def test_claims_not_enough_runs(tmp_path):
     _, tables = run_aggregate(tmp_path, keep=lambda s: s.method == "ssvi" and s.variant == "default")
-    assert verdicts(tables) == {c: aggregate.NOT_ENOUGH for c in CLAIMS}
+    assert verdicts(tables) == {c: columns.NOT_ENOUGH for c in CLAIMS}
 
 
 def test_missing_group_only_affects_its_claim(tmp_path):
     _, tables = run_aggregate(tmp_path, keep=lambda s: not s.variant.startswith(("sigma", "crit-")))
     v = verdicts(tables)
-    assert v["C4"] == v["C6"] == aggregate.NOT_ENOUGH
-    assert v["C1"] == v["C2"] == v["C3"] == v["C5"] == v["C5-ood"] == v["C5-shift"] == aggregate.HOLDS
+    assert v["C4"] == v["C6"] == columns.NOT_ENOUGH
+    assert v["C1"] == v["C2"] == v["C3"] == v["C5"] == v["C5-ood"] == v["C5-shift"] == columns.HOLDS
 
 
-def test_c2_rule_uses_one_over_d_when_below_target(tmp_path):
-    stats = pd.DataFrame({"dataset": ["x", "x"], "arch": ["a", "a"], "method": ["dense_vi", "ssvi"],
-                          "density": [1.0, 0.1], "train_flops_mean": [1e12, 1e12 / 9.2]})
-    assert aggregate.claim_c2(stats, 20.0)["verdict"] == aggregate.HOLDS      # 9.2 >= 0.9 * min(20, 10)
-    stats.loc[1, "train_flops_mean"] = 1e12 / 8.5
-    assert aggregate.claim_c2(stats, 20.0)["verdict"] == aggregate.FAILS
+def test_c2_rule_uses_one_over_d_when_below_target():
+    def c2(ssvi_flops: list[float]) -> str:
+        main = per_run([("dense_vi", 1.0, [1e12] * len(ssvi_flops)), ("ssvi", 0.1, ssvi_flops)], "train_flops")
+        return decide_claim("C2", main=main.assign(device="cpu"))["verdict"]
+
+    assert c2([1e12 / 9.2] * 2) == columns.HOLDS           # 9.2 >= 0.9 * min(20, 10); FLOPs: zero-width interval
+    assert c2([1e12 / 8.5] * 2) == columns.FAILS
+    assert c2([1e12 / 9.2]) == columns.INCONCLUSIVE        # n = 1 is always inconclusive
 
 
 # ---- missing runs, paper values, files, CLI --------------------------------------------------------------
@@ -299,10 +328,10 @@ def test_missing_run_is_an_error_naming_it(tmp_path):
     dirs = synth.write_runs(config)
     missing = next(d for d in dirs if "/dense_vi/default/" in d.as_posix())
     (missing / "metrics.json").unlink()
-    with pytest.raises(aggregate.MissingRunsError) as err:
-        aggregate.aggregate(config, tmp_path / "tables", dirs)
+    with pytest.raises(runs.MissingRunsError) as err:
+        build_aggregate(config, tmp_path / "tables", dirs)
     assert str(missing) in str(err.value) and "1 run(s)" in str(err.value)
-    tables = aggregate.aggregate(config, tmp_path / "tables", dirs, allow_missing=True)
+    tables = build_aggregate(config, tmp_path / "tables", dirs, allow_missing=True)
     assert len(pd.read_csv(tmp_path / "tables" / "runs.csv")) == len(dirs) - 1
     assert row(tables["main"].data, method="dense_vi", density=1.0)["n"] == 1
 
@@ -313,11 +342,11 @@ def test_require_eval_names_runs_without_ood_shift(tmp_path, capsys):
     dirs = synth.write_runs(config, keep=lambda s: s.variant == "default" and s.method in ("dense_vi", "ssvi"),
                             evaluate=lambda s: not unevaluated(s))
     missing = next(d for d in dirs if "/dense_vi/default/" in d.as_posix() and d.name == "seed1")
-    with pytest.raises(aggregate.MissingEvalError) as err:
-        aggregate.aggregate(config, tmp_path / "tables", dirs, require_eval=True)
+    with pytest.raises(runs.MissingEvalError) as err:
+        build_aggregate(config, tmp_path / "tables", dirs, require_eval=True)
     assert str(missing) in str(err.value) and "1 finished run(s)" in str(err.value)
     assert str(dirs[0]) not in str(err.value)
-    tables = aggregate.aggregate(config, tmp_path / "tables", dirs)  # default: that run just has no values
+    tables = build_aggregate(config, tmp_path / "tables", dirs)  # default: that run just has no values
     assert row(tables["ood"].data, method="dense_vi", ood_set="natural_patches", score="max_prob")["n"] == 1
     assert row(tables["shift"].data, method="dense_vi", severity="all")["n"] == 1
     assert row(tables["main"].data, method="dense_vi", density=1.0)["n"] == 2
@@ -339,21 +368,21 @@ def test_paper_values_compared_where_filled(tmp_path):
     _, tables = run_aggregate(tmp_path, expected=expected)
     comp = tables["paper_comparison"].data
     dense_acc = row(comp, method="dense_vi", metric="acc_pct")
-    assert dense_acc["ours_minus_paper"] == pytest.approx(-1.0) and dense_acc["verdict"] == aggregate.WITHIN
+    assert dense_acc["ours_minus_paper"] == pytest.approx(-1.0) and dense_acc["verdict"] == columns.WITHIN
     ssvi_acc = row(comp, method="ssvi", metric="acc_pct")
-    assert ssvi_acc["ours_minus_paper"] == pytest.approx(-6.0) and ssvi_acc["verdict"] == aggregate.OUTSIDE
-    assert row(comp, method="dense_vi", metric="nll")["verdict"] == aggregate.NOT_FILLED
-    assert row(comp, method="gradual_pruning", metric="acc_pct")["verdict"] == aggregate.NO_RUNS
+    assert ssvi_acc["ours_minus_paper"] == pytest.approx(-6.0) and ssvi_acc["verdict"] == columns.OUTSIDE
+    assert row(comp, method="dense_vi", metric="nll")["verdict"] == columns.NOT_FILLED
+    assert row(comp, method="gradual_pruning", metric="acc_pct")["verdict"] == columns.NO_RUNS
     main, display = tables["main"].data, tables["main"].display
     assert row(main, method="dense_vi", density=1.0)["paper_acc_pct"] == pytest.approx(91.0)
-    assert row(main, method="dense_vi", density=1.0)["paper_verdict_acc_pct"] == aggregate.WITHIN
+    assert row(main, method="dense_vi", density=1.0)["paper_verdict_acc_pct"] == columns.WITHIN
     cells = dict(zip(display["method"] + "@" + display["density"], display["paper NLL"]))
-    assert cells["dense_vi@1"] == aggregate.NOT_FILLED
+    assert cells["dense_vi@1"] == columns.NOT_FILLED
     assert "within tolerance" in dict(zip(display["method"], display["paper acc (%)"]))["dense_vi"]
 
 
 def test_shipped_expected_file_is_all_null():
-    values, tolerances = aggregate.load_expected(aggregate.DEFAULT_EXPECTED)
+    values, tolerances = paper.load_expected(paper.DEFAULT_EXPECTED)
     leaves = [v for archs in values.values() for methods in archs.values() for dens in methods.values()
               for metrics in dens.values() for v in metrics.values()]
     assert leaves and all(v is None for v in leaves)
@@ -375,9 +404,9 @@ def test_files_written_with_captions(good):
 
 
 def test_empty_run_set_writes_empty_tables(tmp_path):
-    tables = aggregate.aggregate(synth.make_config(tmp_path), tmp_path / "tables", [])
+    tables = build_aggregate(synth.make_config(tmp_path), tmp_path / "tables", [])
     assert all(t.data.empty for name, t in tables.items() if name not in ("claims", "paper_comparison"))
-    assert set(verdicts(tables).values()) == {aggregate.NOT_ENOUGH}
+    assert set(verdicts(tables).values()) == {columns.NOT_ENOUGH}
     assert "No runs for this table" in (tmp_path / "tables" / "main.md").read_text()
 
 

@@ -1,24 +1,31 @@
 """Every figure script of paper_figures/ draws PNG + PDF from the aggregator's tables of synthetic runs,
-and from empty tables ("no runs for this figure") without crashing."""
+and from empty tables ("no runs for this figure") without crashing; every figure names n; fig1's tick
+labels and point labels do not overlap.
+
+    python -m pytest tests/test_figures.py -q
+"""
 
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
 import synthetic_runs as synth  # noqa: E402  (puts workflow/scripts on sys.path)
 
-import aggregate  # noqa: E402
+from ssvi.report.build import aggregate as build_aggregate  # noqa: E402
 
 FIGURES_DIR = synth.REPO / "paper_figures"
 FIGURES = ["fig1_flops_vs_accuracy", "metrics_vs_density", "criteria_comparison", "robustness_heatmap",
-           "iou_matrices", "ood_auroc_vs_density", "shift_accuracy_vs_severity"]
+           "iou_matrices", "ood_auroc_vs_density", "shift_accuracy_vs_severity", "schedule_ablation",
+           "robustness_sigma_lines"]
 EVAL_FIGURES = ["ood_auroc_vs_density", "shift_accuracy_vs_severity"]  # need ood_shift.json
 
 
@@ -33,10 +40,10 @@ def load_figure(name: str):
 def tables(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("figures")
     config = synth.make_config(tmp)
-    aggregate.aggregate(config, tmp / "tables", synth.write_runs(config))
-    aggregate.aggregate(config, tmp / "empty_tables", [])
+    build_aggregate(config, tmp / "tables", synth.write_runs(config))
+    build_aggregate(config, tmp / "empty_tables", [])
     unevaluated = synth.make_config(tmp / "unevaluated")  # finished runs, no ssvi evaluate yet
-    aggregate.aggregate(unevaluated, tmp / "unevaluated_tables",
+    build_aggregate(unevaluated, tmp / "unevaluated_tables",
                         synth.write_runs(unevaluated, evaluate=lambda spec: False))
     return tmp
 
@@ -101,3 +108,36 @@ def test_figure_command_line(tables, tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=synth.REPO)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "criteria_comparison.png").is_file() and (tmp_path / "criteria_comparison.pdf").is_file()
+
+
+def overlapping(texts, renderer) -> list[tuple[str, str]]:
+    boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in texts if t.get_visible() and t.get_text()]
+    return [(a, b) for i, (a, box_a) in enumerate(boxes) for b, box_b in boxes[i + 1:] if box_a.overlaps(box_b)]
+
+
+def test_fig1_labels_do_not_collide_on_a_narrow_flops_range(tmp_path):
+    """Issue 15: minor log ticks 3×10⁹, 4×10⁹, 6×10⁹ collided, and so did nearby 'd = ...' labels."""
+    rows = [("dense_vi", 1.0, 6e9, 90.0), ("ssvi", 0.1, 3.2e9, 89.5), ("ssvi", 0.05, 3.0e9, 89.3),
+            ("gradual_pruning", 0.1, 4.0e9, 88.0), ("gradual_pruning", 0.05, 3.9e9, 87.9),
+            ("static_sparse", 0.1, 3.1e9, 89.4)]
+    pd.DataFrame([{"dataset": "cifar10", "arch": "resnet18", "method": m, "density": d, "n": 3,
+                   "train_flops_mean": f, "train_flops_std": 0.0, "acc_pct_mean": a, "acc_pct_std": 0.3}
+                  for m, d, f, a in rows]).to_csv(tmp_path / "main.csv", index=False)
+    fig = load_figure("fig1_flops_vs_accuracy").draw(tmp_path)
+    fig.canvas.draw()  # tick labels are filled in at draw time
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels(minor=True) if t.get_text()] == []  # minor ticks unlabelled
+    ticks = ax.get_xticklabels()
+    assert len([t for t in ticks if t.get_text()]) >= 2
+    assert overlapping(ticks, renderer) == []
+    assert overlapping([t for t in ax.texts if re.match(r"d ?= ?[\d.]+$", t.get_text())], renderer) == []
+    assert "n = 3 seeds" in fig._suptitle.get_text()
+    plt.close(fig)
+
+
+@pytest.mark.parametrize("name", FIGURES)
+def test_every_figure_names_n(tables, name):
+    fig = load_figure(name).draw(tables / "tables")
+    assert re.search(r"n = \d+ (seeds|runs)", fig._suptitle.get_text())
+    plt.close(fig)

@@ -1,0 +1,117 @@
+"""Rendering: display cells, captions and the three files of every table.
+
+Takes a ``Table`` (``data``: the numbers, a plain DataFrame, written as CSV; ``display``: the formatted
+cells; ``caption``); gives ``<name>.csv``, ``<name>.md`` (one sub-table per ``blocks`` value) and
+``<name>.tex``. The helpers ``pm``, ``pm_columns``, ``n_cell`` and ``caption`` make the display cells and
+captions the table builders use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .columns import ECE_NOTE, FLOPS_NOTE, FORMATS, LABELS, STD_NOTE
+
+
+@dataclass
+class Table:
+    name: str
+    data: pd.DataFrame                               # numbers -> <name>.csv
+    display: pd.DataFrame                            # formatted cells -> <name>.md, <name>.tex
+    caption: str
+    blocks: list[str] = field(default_factory=list)  # Markdown: one sub-table per value of these columns
+    prune_blocks: bool = False                       # Markdown: drop a block's columns that are all "—"
+
+
+def pm(mean, std, fmt: str) -> str:
+    """'mean ± std'; '—' for a missing std (n = 1) or mean."""
+    if pd.isna(mean):
+        return "—"
+    return f"{mean:{fmt}} ± {'—' if pd.isna(std) else format(std, fmt)}"
+
+
+def pm_columns(stats: pd.DataFrame, metrics: list[str]) -> dict[str, list[str]]:
+    return {LABELS[m]: [pm(a, b, FORMATS[m]) for a, b in zip(stats[f"{m}_mean"], stats[f"{m}_std"])]
+            for m in metrics}
+
+
+def n_cell(n, n_stale=0) -> str:
+    """The n column's cell: '3', or '3 (1 stale)' when stale runs were included (--allow-stale)."""
+    return f"{int(n)}" + (f" ({int(n_stale)} stale)" if n_stale and not pd.isna(n_stale) else "")
+
+
+def n_cells(stats: pd.DataFrame) -> list[str]:
+    return [n_cell(n, s) for n, s in zip(stats["n"], stats.get("n_stale", [0] * len(stats)))]
+
+
+def density_cell(density) -> str:
+    return f"{density:g}"
+
+
+def seeds_note(ns, unit: str = "seed") -> str:
+    ns = [int(n) for n in ns if not pd.isna(n)]
+    if not ns:
+        return "no runs"
+    low, high = min(ns), max(ns)
+    return f"n = {low} {unit}{'s' if low > 1 else ''} per cell" if low == high else \
+        f"n = {low}–{high} {unit}s per cell (column n)"
+
+
+def caption(text: str, ns, spread: str = STD_NOTE, unit: str = "seed") -> str:
+    """Table caption: what it shows, how cells are summarised, n, the ECE variants and the FLOPs unit."""
+    return f"{text}. {spread}; {seeds_note(ns, unit)}. {ECE_NOTE}. {FLOPS_NOTE}."
+
+
+TEX_SUBSTITUTIONS = {"±": r"$\pm$", "×": r"$\times$", "÷": r"$\div$", "−": "$-$", "—": "---", "–": "--",
+                     "≤": r"$\leq$", "≥": r"$\geq$", "≈": r"$\approx$", "∈": r"$\in$", "μ": r"$\mu$",
+                     "σ": r"$\sigma$", "θ": r"$\theta$", "Δ": r"$\Delta$", "α": r"$\alpha$", "φ": r"$\phi$",
+                     "·": r"$\cdot$",
+                     "|": r"\textbar{}"}
+
+
+def tex_escape(text: str) -> str:
+    """Escape LaTeX's special characters in plain text (captions)."""
+    text = text.replace("\\", "\0")
+    for char in "&%$#_{}":
+        text = text.replace(char, "\\" + char)
+    text = text.replace("~", r"\textasciitilde{}").replace("^", r"\^{}")
+    return text.replace("\0", r"\textbackslash{}")
+
+
+def to_latex(table: Table) -> str:
+    display = table.display.astype(str) if not table.display.empty else table.display
+    body = display.to_latex(index=False, escape=True, caption=tex_escape(table.caption),
+                            label=f"tab:{table.name.replace('_', '-')}")
+    for char, repl in TEX_SUBSTITUTIONS.items():
+        body = body.replace(char, repl)
+    return body
+
+
+def to_markdown(table: Table) -> str:
+    def md(frame: pd.DataFrame) -> str:
+        cells = frame.map(lambda v: str(v).replace("|", "\\|")).rename(columns=lambda c: str(c).replace("|", "\\|"))
+        return cells.to_markdown(index=False, disable_numparse=True)
+
+    parts = [f"**{table.name}** — {table.caption}", ""]
+    if table.display.empty:
+        parts += ["_No runs for this table._", ""]
+    if table.blocks and not table.display.empty:
+        for key, block in table.display.groupby(table.blocks, sort=False):
+            block = block.drop(columns=table.blocks)
+            if table.prune_blocks:
+                block = block.loc[:, ~block.astype(str).eq("—").all()]
+            parts += [f"### {' / '.join(map(str, key))}", "", md(block), ""]
+    else:
+        parts += [md(table.display), ""]
+    return "\n".join(parts)
+
+
+def write_table(table: Table, out: Path) -> list[Path]:
+    paths = [Path(out) / f"{table.name}.{ext}" for ext in ("csv", "md", "tex")]
+    table.data.to_csv(paths[0], index=False)
+    paths[1].write_text(to_markdown(table))
+    paths[2].write_text(to_latex(table))
+    return paths

@@ -1,0 +1,294 @@
+"""Loading finished runs and checking them against the grid of a workflow config.
+
+Takes a workflow config and run directories (default: every run of the config's grid,
+``workflow/scripts/grid.py``); gives
+- ``load_runs``: a ``RunSet``: one row per finished run (``RUN_COLUMNS``: identity, metrics, FLOPs, train
+  time, device, stale flag), the run dirs without ``metrics.json`` (an error unless ``allow_missing``) and
+  the stale runs: a run whose recorded config (metrics.json ``config``) differs from the config the grid
+  expects for its path (contract C-C; environment keys and the results_dir part of ``init_from``
+  ignored) is an error naming the run and the keys, unless ``allow_stale``, which keeps it marked;
+- ``load_evaluations``: the runs' ``ood_shift.json`` in long format, with the sets each run did not
+  evaluate (``"not_evaluated"``, contract C-B, or the older ``{"missing": ...}`` entries);
+- ``read_subspace``: a run's ``subspace.json`` records.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from ..config import config_differences, describe_differences
+from ..errors import UserError
+from .columns import METRICS, OOD_METRICS
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO / "workflow" / "scripts") not in sys.path:
+    sys.path.insert(0, str(REPO / "workflow" / "scripts"))
+import grid  # noqa: E402  (workflow/scripts/grid.py: the one place runs and paths are defined)
+
+log = logging.getLogger("aggregate")
+
+METRICS_FILE, SUBSPACE_FILE, EVAL_FILE = "metrics.json", "subspace.json", "ood_shift.json"
+RUN_PATH = re.compile(r"(?P<dataset>[^/]+)/(?P<arch>[^/]+)/(?P<method>[^/]+)/(?P<variant>[^/]+)/"
+                      r"d(?P<density>[^/]+)/seed(?P<seed>\d+)/?$")
+LISTED = 10  # run dirs named in a caption before "(+N more)"
+
+
+class MissingRunsError(UserError):
+    """Run directories without a finished ``metrics.json``; the message names them."""
+
+
+class StaleRunsError(UserError):
+    """Runs whose recorded config is not the one the grid expects; the message names them and the keys."""
+
+
+class MissingEvalError(UserError):
+    """Finished runs without ``ood_shift.json`` under ``--require-eval``; the message names them."""
+
+
+class EvalFileError(UserError):
+    """An ``ood_shift.json`` that cannot be read or belongs to another run; the message names it."""
+
+
+def default_run_dirs(config: dict) -> list[Path]:
+    root = grid.runs_root(config)
+    return [root / path for path in sorted(grid.run_grid(config))]
+
+
+def grid_path(run_dir) -> str | None:
+    """The grid's relative path of a run dir (``dataset/arch/method/variant/dD/seedS``), or None."""
+    match = RUN_PATH.search(Path(run_dir).as_posix())
+    return match.group(0).rstrip("/") if match else None
+
+
+def identity(run_config: dict) -> dict:
+    """The recorded config as results identity: ``init_from`` reduced to its grid path, so the comparison
+    does not depend on where results_dir was when the run trained."""
+    source = run_config.get("init_from")
+    return {**run_config, "init_from": grid_path(source) or source} if source else dict(run_config)
+
+
+def expected_configs(config: dict) -> dict[str, dict]:
+    """Grid path -> the full run config the grid expects there (contract C-C)."""
+    return {path: grid.expected_config(config, spec) for path, spec in grid.run_grid(config).items()}
+
+
+def staleness(run_dir, recorded: dict, expected: dict[str, dict]) -> str | None:
+    """Why a run is not the one the config's grid expects at its path (None when it is)."""
+    path = grid_path(run_dir)
+    if path not in expected:
+        return "not a run of this config's grid (its path matches no grid entry)"
+    differences = config_differences(identity(recorded), identity(expected[path]))
+    return f"differs in {describe_differences(differences)} (recorded -> expected)" if differences else None
+
+
+def method_label(method: str, ft_epochs) -> str:
+    return f"posthoc (ft {int(ft_epochs)})" if method == "posthoc" else method
+
+
+def infer_variant(method: str, cfg: dict, defaults: dict) -> str:
+    """The grid's variant of a run dir outside the standard layout, from its run config."""
+    if method == "posthoc":
+        return f"ft{cfg.get('epochs')}"
+    if cfg.get("criterion", defaults["criterion"]) != defaults["criterion"]:
+        return f"crit-{cfg['criterion']}"
+    sigma, kl = cfg.get("sigma_init", defaults["sigma_init"]), cfg.get("kl_scale", defaults["kl_scale"])
+    if sigma != defaults["sigma_init"] or kl != defaults["kl_scale"]:
+        return f"sigma{sigma:g}-kl{kl:g}"
+    delta_t, alpha = cfg.get("delta_t", defaults["delta_t"]), cfg.get("alpha", defaults["alpha"])
+    if delta_t != defaults["delta_t"] or alpha != defaults["alpha"]:
+        return f"dt{delta_t}-a{alpha:g}"
+    return grid.DEFAULT
+
+
+def number(value) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def run_row(run_dir: Path, m: dict, defaults: dict) -> dict:
+    """One row of the runs table from a run's metrics.json."""
+    cfg = m.get("config", {})
+    method = m["method"]
+    ft = cfg.get("epochs", m.get("epochs")) if method == "posthoc" else None
+    parsed = RUN_PATH.search(Path(run_dir).as_posix())
+    mean_weight, provenance = m.get("mean_weight", {}), m.get("provenance", {})
+    return {
+        "run_dir": str(run_dir), "dataset": m["dataset"], "arch": m["arch"], "method": method,
+        "label": method_label(method, ft),
+        "variant": parsed["variant"] if parsed else infer_variant(method, cfg, defaults),
+        "density": float(parsed["density"]) if parsed else number(m.get("target_density", 1.0)),
+        "seed": int(m["seed"]),
+        **{k: cfg.get(k, defaults[k]) for k in ("criterion", "delta_t")},
+        **{k: number(cfg.get(k, defaults[k])) for k in ("sigma_init", "kl_scale", "alpha")},
+        "ft_epochs": number(ft), "epochs": m.get("epochs"), "actual_density": number(m.get("density")),
+        "acc_pct": 100 * number(m.get("acc")), **{k: number(m.get(k)) for k in METRICS[1:]},
+        "mw_acc_pct": 100 * number(mean_weight.get("acc")),
+        **{f"mw_{k}": number(mean_weight.get(k)) for k in METRICS[1:]},
+        "train_flops": number(m.get("train_flops")), "train_flops_this_run": number(m.get("train_flops_this_run")),
+        "test_flops": number(m.get("test_flops")), "dense_test_flops": number(m.get("dense_test_flops")),
+        "train_time_s": number(provenance.get("wall_time_s")),
+        "train_time_this_run_s": number(provenance.get("wall_time_s")),
+        "device": provenance.get("device") or "unknown",
+        "num_samples": m.get("eval", {}).get("num_samples"), "width": m.get("width"),
+        "stale": False, "stale_reason": "",
+    }
+
+
+RUN_COLUMNS = list(run_row(Path("x"), {"method": "ssvi", "dataset": "", "arch": "", "seed": 0},
+                           {"criterion": "", "sigma_init": 0.0, "kl_scale": 0.0, "delta_t": 0, "alpha": 0.0}))
+
+
+def add_posthoc_source_time(runs: pd.DataFrame) -> pd.DataFrame:
+    """Post-hoc train time = its own + its dense VI source's (like its train FLOPs); NaN without the source."""
+    sources = runs[(runs["method"] == "dense_vi") & (runs["variant"] == grid.DEFAULT)]
+    source_time = {(r.dataset, r.arch, r.seed): r.train_time_this_run_s for r in sources.itertuples()}
+    posthoc = runs["method"] == "posthoc"
+    runs.loc[posthoc, "train_time_s"] = [
+        t + source_time.get((d, a, s), float("nan")) for t, d, a, s in
+        zip(runs.loc[posthoc, "train_time_this_run_s"], runs.loc[posthoc, "dataset"], runs.loc[posthoc, "arch"],
+            runs.loc[posthoc, "seed"])]
+    return runs
+
+
+def listing(items: list, limit: int = LISTED) -> str:
+    shown = ", ".join(map(str, items[:limit]))
+    return shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
+
+
+@dataclass
+class RunSet:
+    runs: pd.DataFrame                                   # RUN_COLUMNS, one row per finished run
+    missing: list[str] = field(default_factory=list)     # run dirs without metrics.json (--allow-missing)
+    stale: dict[str, str] = field(default_factory=dict)  # run dir -> why it is stale (--allow-stale)
+
+    def notes(self) -> str:
+        """What every caption says about runs left out or included against the grid ('' when nothing)."""
+        parts = []
+        if self.missing:
+            parts.append(f"{len(self.missing)} run(s) of the grid missing (no {METRICS_FILE}; aggregated with "
+                         f"--allow-missing): {listing([grid_path(d) or d for d in self.missing])}")
+        if self.stale:
+            parts.append(f"{len(self.stale)} stale run(s) included (--allow-stale; counted in column n_stale): "
+                         f"{listing([grid_path(d) or d for d in self.stale])}")
+        return ". ".join(parts)
+
+
+def load_runs(config: dict, run_dirs=None, allow_missing: bool = False, allow_stale: bool = False) -> RunSet:
+    """The finished runs among ``run_dirs`` (default: the config's grid), checked against the grid."""
+    defaults = grid.recipe_defaults(config)
+    dirs = list(dict.fromkeys(Path(d) for d in (default_run_dirs(config) if run_dirs is None else run_dirs)))
+    missing = [d for d in dirs if not (d / METRICS_FILE).is_file()]
+    if missing and not allow_missing:
+        raise MissingRunsError(f"{len(missing)} run(s) have no {METRICS_FILE} (unfinished or not run; pass "
+                               f"--allow-missing to aggregate the others):\n  " + "\n  ".join(map(str, missing)))
+    for d in missing:
+        log.warning("skipping unfinished run %s (no %s)", d, METRICS_FILE)
+    expected = expected_configs(config)
+    rows, stale = [], {}
+    for d in dirs:
+        if d in missing:
+            continue
+        metrics = json.loads((d / METRICS_FILE).read_text())
+        row = run_row(d, metrics, defaults)
+        reason = staleness(d, metrics.get("config", {}), expected)
+        if reason:
+            stale[str(d)] = reason
+            row.update(stale=True, stale_reason=reason)
+        rows.append(row)
+    if stale and not allow_stale:
+        raise StaleRunsError(
+            f"{len(stale)} run(s) were trained with another run config than this workflow config gives their "
+            f"path (re-train them with `snakemake`, whose train rule restarts runs whose config changed, or pass "
+            f"--allow-stale to include them, marked in the tables):\n  "
+            + "\n  ".join(f"{d}: {why}" for d, why in stale.items()))
+    for d, why in stale.items():
+        log.warning("stale run included (--allow-stale): %s %s", d, why)
+    runs = add_posthoc_source_time(pd.DataFrame(rows, columns=RUN_COLUMNS))
+    return RunSet(runs, [str(d) for d in missing], stale)
+
+
+EVAL_OOD_COLUMNS = ["run_dir", "ood_set", "score", *OOD_METRICS]
+EVAL_SHIFT_COLUMNS = ["run_dir", "corruption", "severity", *METRICS]
+
+
+@dataclass
+class Evaluations:
+    """The runs' ood_shift.json files in long format, keyed by run_dir (the runs table's column)."""
+    ood: pd.DataFrame                                                 # EVAL_OOD_COLUMNS
+    shift: pd.DataFrame                                               # EVAL_SHIFT_COLUMNS
+    ood_not_evaluated: dict[str, list[str]] = field(default_factory=dict)  # OOD set -> runs that skipped it
+    shift_not_evaluated: list[str] = field(default_factory=list)      # runs whose shift set was skipped
+    shift_sources: list[str] = field(default_factory=list)
+
+    @classmethod
+    def empty(cls) -> "Evaluations":
+        return cls(pd.DataFrame(columns=EVAL_OOD_COLUMNS), pd.DataFrame(columns=EVAL_SHIFT_COLUMNS))
+
+
+def read_evaluation(run: pd.Series) -> dict:
+    """A run's ood_shift.json, checked to belong to it."""
+    path = Path(run["run_dir"]) / EVAL_FILE
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise EvalFileError(f"{path}: cannot read ({err}); re-run ssvi evaluate") from err
+    other = {k: (data.get(k), run[k]) for k in ("method", "dataset", "arch", "seed") if k in data and data[k] != run[k]}
+    if other:
+        diffs = ", ".join(f"{k}: {a!r} there, {b!r} in {METRICS_FILE}" for k, (a, b) in other.items())
+        raise EvalFileError(f"{path} belongs to another run ({diffs}); re-run ssvi evaluate")
+    return data
+
+
+def load_evaluations(runs: pd.DataFrame, require: bool = False) -> Evaluations:
+    """Read ``ood_shift.json`` of every run in ``runs`` that has one. ``require``: a run without it raises
+    MissingEvalError naming every such run. Sets listed in ``not_evaluated`` (or recorded as
+    {"missing": ...}) give no values and are recorded per run."""
+    run_dirs = list(runs["run_dir"]) if not runs.empty else []
+    missing = [d for d in run_dirs if not (Path(d) / EVAL_FILE).is_file()]
+    if missing and require:
+        raise MissingEvalError(f"{len(missing)} finished run(s) have no {EVAL_FILE} (run `python -m ssvi evaluate "
+                               f"--run RUN_DIR`, or drop --require-eval):\n  " + "\n  ".join(missing))
+    if missing:
+        log.info("%d run(s) without %s: no OOD / shift values for them", len(missing), EVAL_FILE)
+    evals, ood, shift = Evaluations.empty(), [], []
+    for _, run in runs.iterrows():
+        if run["run_dir"] in missing:
+            continue
+        data = read_evaluation(run)
+        recorded_ood = data.get("ood") or {}
+        skipped = list(data.get("not_evaluated") or [])
+        skipped += [s for s, scores in recorded_ood.items() if "missing" in scores and s not in skipped]
+        for name in skipped:
+            if name in recorded_ood or name in data.get("ood_sets", []):
+                evals.ood_not_evaluated.setdefault(name, []).append(run["run_dir"])
+            else:  # the dataset's shift set (cifar10c, digits_corrupted)
+                evals.shift_not_evaluated.append(run["run_dir"])
+        for ood_set, scores in recorded_ood.items():
+            if ood_set not in skipped:
+                ood += [{"run_dir": run["run_dir"], "ood_set": ood_set, "score": score,
+                         **{m: number(values.get(m)) for m in OOD_METRICS}} for score, values in scores.items()]
+        shift += [{"run_dir": run["run_dir"], "corruption": r["corruption"], "severity": int(r["severity"]),
+                   "acc_pct": 100 * number(r.get("acc")), **{m: number(r.get(m)) for m in METRICS[1:]}}
+                  for r in data.get("shift") or []]
+        if data.get("shift") and data.get("shift_source") and data["shift_source"] not in evals.shift_sources:
+            evals.shift_sources.append(data["shift_source"])
+    for name, dirs in [*evals.ood_not_evaluated.items(), ("the shift set", evals.shift_not_evaluated)]:
+        if dirs:
+            log.warning("%s was not evaluated by ssvi evaluate in %d run(s), e.g. %s", name, len(dirs), dirs[0])
+    evals.ood = pd.DataFrame(ood, columns=EVAL_OOD_COLUMNS)
+    evals.shift = pd.DataFrame(shift, columns=EVAL_SHIFT_COLUMNS)
+    return evals
+
+
+def read_subspace(run_dir: str | Path) -> list[dict]:
+    path = Path(run_dir) / SUBSPACE_FILE
+    if not path.is_file():
+        log.warning("%s has no %s; no subspace records", run_dir, SUBSPACE_FILE)
+        return []
+    return json.loads(path.read_text())

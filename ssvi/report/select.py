@@ -1,0 +1,95 @@
+"""Which runs belong to which study, and the order of table rows.
+
+Takes the runs table (``ssvi.report.runs.RUN_COLUMNS``) and the workflow config; gives the runs of the
+main comparison (default recipe, post-hoc per fine-tune epochs), of the criteria ablation, of the
+robustness grid and of the schedule ablation (contract C-D: SSVI runs identified by their recorded
+delta_t / alpha and variant ``dt..-a..`` or ``default``), and ``sort_cells``: config order of dataset,
+arch and method, density descending.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from .runs import grid
+
+
+def close(a, b) -> bool:
+    return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+
+
+def in_values(series: pd.Series, values) -> pd.Series:
+    return series.map(lambda v: any(close(v, x) for x in values))
+
+
+def method_order(config: dict, methods) -> list[str]:
+    order = ["dense_vi", *config.get("methods", {})]
+    order += sorted(set(methods) - set(order))
+    return list(dict.fromkeys(order))
+
+
+def sort_cells(stats: pd.DataFrame, config: dict) -> pd.DataFrame:
+    """Config order of dataset, arch, method (posthoc by fine-tune epochs), density descending."""
+    if stats.empty:
+        return stats
+    datasets, archs = list(config.get("datasets", [])), list(config.get("archs", []))
+    methods = method_order(config, [label.split(" ")[0] for label in stats["method"]])
+
+    def key(row):
+        base, _, rest = row["method"].partition(" (ft ")
+        ft = int(rest.rstrip(")")) if rest else -1
+        rank = lambda seq, x: (seq.index(x) if x in seq else len(seq), x)  # noqa: E731
+        return (*rank(datasets, row["dataset"]), *rank(archs, row["arch"]), *rank(methods, base), ft, -row["density"])
+
+    return stats.iloc[sorted(range(len(stats)), key=lambda i: key(stats.iloc[i]))].reset_index(drop=True)
+
+
+def ranked(frame: pd.DataFrame, column: str, order: list) -> pd.DataFrame:
+    """Stable sort by the position of ``column``'s values in ``order`` (unknown values last, as found)."""
+    order = list(dict.fromkeys([*order, *frame[column]]))
+    return frame.sort_values(column, key=lambda col: col.map(order.index), kind="stable")
+
+
+def main_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The default recipe of every method (and the post-hoc fine-tune variants)."""
+    posthoc_ft = (runs["method"] == "posthoc") & runs["variant"].str.startswith("ft")
+    return runs[(runs["variant"] == grid.DEFAULT) | posthoc_ft]
+
+
+def main_cells(runs: pd.DataFrame) -> pd.DataFrame:
+    """main_runs with the method column replaced by its label (post-hoc rows: 'posthoc (ft E)')."""
+    return main_runs(runs).assign(method=lambda f: f["label"]) if not runs.empty else runs
+
+
+def _study(runs: pd.DataFrame, study: dict | None, method: str = "ssvi") -> pd.Series:
+    return ((runs["dataset"] == study["dataset"]) & (runs["arch"] == study["arch"]) & (runs["method"] == method)
+            & runs["density"].map(lambda d: close(d, study["density"])))
+
+
+def ablation_runs(runs: pd.DataFrame, config: dict) -> pd.DataFrame:
+    ab = config.get("criteria_ablation")
+    if not ab or runs.empty:
+        return runs.iloc[0:0]
+    return runs[_study(runs, ab) & ((runs["variant"] == grid.DEFAULT) | runs["variant"].str.startswith("crit-"))]
+
+
+def robustness_runs(runs: pd.DataFrame, config: dict) -> pd.DataFrame:
+    rb = config.get("robustness")
+    if not rb or runs.empty:
+        return runs.iloc[0:0]
+    density_ok = runs.apply(lambda r: close(r["density"], 1.0 if r["method"] == "dense_vi" else rb["density"]), axis=1)
+    keep = ((runs["dataset"] == rb["dataset"]) & (runs["arch"] == rb["arch"]) & runs["method"].isin(rb["methods"])
+            & density_ok & in_values(runs["sigma_init"], rb["sigma_init"]) & in_values(runs["kl_scale"], rb["kl_scale"])
+            & ((runs["variant"] == grid.DEFAULT) | runs["variant"].str.match(r"sigma.*-kl")))
+    return runs[keep]
+
+
+def schedule_runs(runs: pd.DataFrame, config: dict) -> pd.DataFrame:
+    sa = config.get("schedule_ablation")
+    if not sa or runs.empty:
+        return runs.iloc[0:0]
+    keep = (_study(runs, sa) & in_values(runs["delta_t"], sa["delta_t"]) & in_values(runs["alpha"], sa["alpha"])
+            & ((runs["variant"] == grid.DEFAULT) | runs["variant"].str.match(r"dt\d+-a")))
+    return runs[keep]

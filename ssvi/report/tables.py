@@ -1,0 +1,177 @@
+"""The tables of the main comparison and of the training-setting studies, one function per table.
+
+Takes the runs table (``ssvi.report.runs``) and the workflow config; gives ``Table``s whose ``data`` is
+the plain DataFrame of numbers (``ssvi.report.stats.seed_stats`` columns: n, n_stale, <metric>_mean,
+_std, _ci_low, _ci_high) and whose ``display`` holds the "mean ± std" cells:
+
+    main              dataset x arch blocks, method x density rows; train FLOPs and train time with their
+                      "dense VI ÷ this" ratios, the device; paper values (ssvi.report.paper)
+    density_sweep     long format: dataset, arch, method, density, metric, mean, std, ci, n
+    criteria          SSVI at the ablation density, one row per removal criterion
+    robustness        method x σ-init x KL scale;  robustness_spread: spread per method
+    schedule_ablation SSVI at the ablation density, one row per (ΔT, α) (contract C-D)
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from .columns import CELL_KEYS, FLOPS, FORMATS, LABELS, METRICS, TIME, TIME_NOTE
+from .paper import add_paper_columns
+from .render import Table, caption, density_cell, n_cells, pm, pm_columns
+from .runs import grid
+from .select import ablation_runs, main_cells, robustness_runs, schedule_runs, sort_cells
+from .stats import seed_stats
+
+
+def devices(runs: pd.DataFrame, keys: list[str]) -> pd.Series:
+    """Per group of ``keys``: the devices its runs trained on ('; '-joined)."""
+    return runs.groupby(keys, sort=False, dropna=False)["device"].agg(lambda d: "; ".join(dict.fromkeys(d)))
+
+
+def main_stats(runs: pd.DataFrame, config: dict) -> pd.DataFrame:
+    """Numbers of the main table: one row per dataset x arch x method label x density, with the training
+    FLOPs and training-time ratios of dense VI of the same dataset and arch to each row."""
+    cells = main_cells(runs)
+    stats = sort_cells(seed_stats(cells, CELL_KEYS, METRICS + FLOPS + TIME), config)
+    where = stats[CELL_KEYS].apply(tuple, axis=1)
+    stats["device"] = where.map(devices(cells, CELL_KEYS).to_dict()) if not cells.empty else []
+    dense = stats[stats["method"] == "dense_vi"].set_index(["dataset", "arch"])
+    for column, mean in (("train_flops_reduction_vs_dense_vi", "train_flops_mean"),
+                         ("train_time_ratio_vs_dense_vi", "train_time_s_mean")):
+        stats[column] = [dense[mean].get((d, a), float("nan")) / value
+                         for d, a, value in zip(stats["dataset"], stats["arch"], stats[mean])]
+    return stats
+
+
+def ratio_cell(ratio) -> str:
+    return "—" if pd.isna(ratio) else f"{ratio:.1f}×" if ratio >= 10 else f"{ratio:.2f}×"
+
+
+def device_caption(stats: pd.DataFrame) -> str:
+    names = list(dict.fromkeys(d for cell in stats.get("device", []) for d in str(cell).split("; ")))
+    if len(names) <= 1:
+        return f"training device: {names[0] if names else 'none (no runs)'}"
+    return f"training devices: {', '.join(names)} (column device)"
+
+
+def main_table(stats: pd.DataFrame, comparison: pd.DataFrame) -> Table:
+    """``comparison``: ssvi.report.paper.paper_comparison, for the paper columns."""
+    data, display = stats.copy(), stats[CELL_KEYS].copy()
+    display["density"] = display["density"].map(density_cell)
+    cells = pm_columns(stats, METRICS + FLOPS + TIME)
+    for metric in METRICS:
+        display[LABELS[metric]] = cells[LABELS[metric]]
+    display[LABELS["train_flops"]] = cells[LABELS["train_flops"]]
+    display["train FLOPs: dense VI ÷ this"] = stats["train_flops_reduction_vs_dense_vi"].map(ratio_cell)
+    display[LABELS["train_time_s"]] = cells[LABELS["train_time_s"]]
+    display["time: dense VI ÷ this"] = stats["train_time_ratio_vs_dense_vi"].map(ratio_cell)
+    display[LABELS["test_flops"]] = cells[LABELS["test_flops"]]
+    if stats["device"].nunique() > 1:
+        display["device"] = stats["device"]
+    display["n (seeds)"] = n_cells(stats)
+    add_paper_columns(data, display, comparison)
+    text = ("Main results (the paper's Table 1 layout), default recipe, final-epoch model, posterior predictive; "
+            "post-hoc rows labelled with their fine-tune epochs; 'dense VI ÷ this' = ratio of the seed means of "
+            "dense VI (same dataset and arch) to this row: training-FLOPs reduction and training-time reduction; "
+            f"{TIME_NOTE}; {device_caption(stats)}; 'paper' columns: values of the expected-values file "
+            "(ours − paper, verdict within/outside tolerance)")
+    return Table("main", data, display, caption(text, stats["n"]), blocks=["dataset", "arch"])
+
+
+def density_sweep_table(stats: pd.DataFrame) -> Table:
+    fields = ("mean", "std", "ci_low", "ci_high")
+    rows = [{**{k: r[k] for k in CELL_KEYS}, "metric": m, **{f: r[f"{m}_{f}"] for f in fields}, "n": r["n"],
+             "n_stale": r["n_stale"]}
+            for _, r in stats.iterrows() for m in METRICS + FLOPS + TIME]
+    data = pd.DataFrame(rows, columns=[*CELL_KEYS, "metric", *fields, "n", "n_stale"])
+    display = data[["dataset", "arch", "method"]].copy()
+    display["density"] = data["density"].map(density_cell)
+    display["metric"] = data["metric"].map(LABELS)
+    display["value"] = [pm(a, b, FORMATS[m]) for a, b, m in zip(data["mean"], data["std"], data["metric"])]
+    display["n"] = n_cells(data)
+    text = (f"Density sweep (long format): every metric of every method and density, default recipe; "
+            f"{TIME_NOTE}; {device_caption(stats)}")
+    return Table("density_sweep", data, display, caption(text, data["n"]))
+
+
+def study_display(stats: pd.DataFrame, key_columns: dict, metrics: list[str] = METRICS) -> pd.DataFrame:
+    """Display of a study table: the key columns (header -> cells), 'mean ± std' per metric, n."""
+    display = pd.DataFrame({header: list(cells) for header, cells in key_columns.items()})
+    for label, cells in pm_columns(stats, metrics).items():
+        display[label] = cells
+    display["n (seeds)"] = n_cells(stats)
+    return display
+
+
+def criteria_table(runs: pd.DataFrame, config: dict) -> Table:
+    ab = config.get("criteria_ablation") or {}
+    default = grid.recipe_defaults(config)["criterion"]
+    stats = seed_stats(ablation_runs(runs, config), ["criterion"], METRICS)
+    order = list(ab.get("criteria", []))
+    stats = stats.sort_values("criterion", key=lambda s: s.map(lambda c: order.index(c) if c in order else len(order)),
+                              kind="stable").reset_index(drop=True)
+    stats.insert(1, "default", stats["criterion"] == default)
+    display = study_display(stats, {"criterion": [c + (" (default)" if c == default else "")
+                                                  for c in stats["criterion"]]})
+    where = f"{ab.get('dataset')}/{ab.get('arch')}, d = {ab.get('density')}" if ab else "no criteria_ablation in config"
+    text = f"Criteria ablation: SSVI per removal criterion ({where})"
+    return Table("criteria", stats, display, caption(text, stats["n"]))
+
+
+def robustness_tables(runs: pd.DataFrame, config: dict) -> list[Table]:
+    rb = config.get("robustness") or {}
+    stats = seed_stats(robustness_runs(runs, config), ["method", "sigma_init", "kl_scale"], METRICS)
+    methods = list(rb.get("methods", []))
+    if not stats.empty:
+        stats = stats.assign(_m=stats["method"].map(lambda m: methods.index(m) if m in methods else len(methods)))
+        stats = stats.sort_values(["_m", "sigma_init", "kl_scale"]).drop(columns="_m").reset_index(drop=True)
+    display = study_display(stats, {"method": stats["method"], "σ-init": stats["sigma_init"].map(lambda s: f"{s:g}"),
+                                    "KL scale": stats["kl_scale"].map(lambda s: f"{s:g}")})
+    where = (f"{rb.get('dataset')}/{rb.get('arch')}, d = {rb.get('density')} (dense VI: 1)" if rb
+             else "no robustness in config")
+    text = f"Hyperparameter robustness: method × σ-init × KL scale ({where})"
+    grid_table = Table("robustness", stats, display, caption(text, stats["n"]))
+
+    spread = robustness_spread(stats)
+    sdisplay = spread[["method", "cells"]].copy()
+    headers = {"acc_min": "worst acc (%)", "acc_max": "best acc (%)", "acc_range": "max − min (points)",
+               "acc_std": "std over cells (points)"}
+    for column, header in headers.items():
+        sdisplay[header] = spread[column].map(lambda v: "—" if pd.isna(v) else f"{v:.2f}")
+    sdisplay["worst cell"] = spread["worst_cell"]
+    text = ("Robustness spread per method: min, max, max − min and std (ddof = 1) of the per-cell mean accuracy "
+            "over the σ-init × KL-scale grid")
+    return [grid_table, Table("robustness_spread", spread, sdisplay,
+                              caption(text, stats["n"], "cells are seed means (std over seeds: table robustness)"))]
+
+
+def robustness_spread(stats: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for method, cells in stats.groupby("method", sort=False):
+        acc = cells["acc_pct_mean"]
+        worst = cells.loc[acc.idxmin()] if acc.notna().any() else None
+        where = "—" if worst is None else f"σ-init {worst['sigma_init']:g}, KL {worst['kl_scale']:g}"
+        rows.append({"method": method, "cells": len(cells), "acc_min": acc.min(), "acc_max": acc.max(),
+                     "acc_range": acc.max() - acc.min(), "acc_std": acc.std(ddof=1), "worst_cell": where})
+    return pd.DataFrame(rows, columns=["method", "cells", "acc_min", "acc_max", "acc_range", "acc_std", "worst_cell"])
+
+
+def schedule_table(runs: pd.DataFrame, config: dict) -> Table:
+    """SSVI accuracy / NLL / ECE per subspace schedule (ΔT = steps between subspace updates, α = initial
+    removal fraction) at the schedule ablation's dataset, arch and density."""
+    sa = config.get("schedule_ablation") or {}
+    stats = seed_stats(schedule_runs(runs, config), ["delta_t", "alpha"], METRICS)
+    defaults = grid.recipe_defaults(config)
+    if not stats.empty:
+        stats = stats.sort_values(["delta_t", "alpha"], kind="stable").reset_index(drop=True)
+    stats.insert(2, "default", [int(t) == int(defaults["delta_t"]) and float(a) == float(defaults["alpha"])
+                                for t, a in zip(stats["delta_t"], stats["alpha"])])
+    display = study_display(stats, {
+        "ΔT (steps)": [f"{int(t)}" + (" (default)" if d else "") for t, d in zip(stats["delta_t"], stats["default"])],
+        "α": stats["alpha"].map(lambda a: f"{a:g}")})
+    where = (f"{sa.get('dataset')}/{sa.get('arch')}, d = {sa.get('density')}; ΔT ∈ {sa.get('delta_t')}, "
+             f"α ∈ {sa.get('alpha')}" if sa else "no schedule_ablation in config: the study was not run")
+    text = ("Subspace-schedule ablation (the paper's Figure 3, 'updating φ'): SSVI per ΔT (training steps between "
+            f"subspace updates) and α (initial removal fraction, cosine-decayed) ({where})")
+    return Table("schedule_ablation", stats, display, caption(text, stats["n"]))
