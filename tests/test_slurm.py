@@ -8,6 +8,8 @@ COMPLETED on the partition and account from the environment with a GPU allocated
 run's metrics.json is complete. The daemons it started are stopped by PID afterwards, pass or fail.
 
 Needs root on Debian (apt packages, system daemons); skipped elsewhere. About 2-3 min on 2 cores.
+The profile's own checks (site values from the environment, refused when unset) are dry runs that
+need no cluster and run everywhere.
 
     .venv/bin/python -m pytest tests/test_slurm.py -q -s
 """
@@ -41,7 +43,6 @@ SACCT_FIELDS = ["JobID", "JobName", "State", "ExitCode", "Partition", "Account",
 METRIC_KEYS = ["method", "dataset", "arch", "seed", "density", "acc", "nll", "ece", "brier", "train_flops",
                "train_flops_this_run", "test_flops", "dense_test_flops", "layer_densities", "config"]
 
-pytestmark = pytest.mark.slow
 
 
 def _os_id() -> str:
@@ -125,6 +126,33 @@ def _wildcards(run: grid.RunSpec) -> str:
     return "_".join([run.dataset, run.arch, run.method, run.variant, f"{run.density:g}", str(run.seed)])
 
 
+def _profile_dry_run(env_changes: dict, tmp_path: Path) -> subprocess.CompletedProcess:
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith("SSVI_SLURM_") and key != "SNAKEMAKE_PROFILE"}
+    env.update(env_changes)
+    return _run([SNAKEMAKE, "--profile", "slurm", "runs", "-n", "--configfile", CONFIG,
+                 "--config", f"results_dir={tmp_path / 'results'}"], 300, cwd=REPO, env=env)
+
+
+@pytest.mark.parametrize("unset", ["SSVI_SLURM_PARTITION", "SSVI_SLURM_ACCOUNT"])
+def test_profile_refuses_to_run_without_its_site_variables(unset, tmp_path):
+    values = {"SSVI_SLURM_PARTITION": PARTITION, "SSVI_SLURM_ACCOUNT": ACCOUNT}
+    del values[unset]
+    result = _profile_dry_run(values, tmp_path)
+    text = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert f"slurm profile: the environment variable {unset} is not set" in text
+    assert f"${unset}" not in text and "rule train" not in text  # stopped before any job was planned
+
+
+def test_profile_takes_partition_and_account_from_the_environment(tmp_path):
+    result = _profile_dry_run({"SSVI_SLURM_PARTITION": "all", "SSVI_SLURM_ACCOUNT": "my_project"}, tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    # `all` is a Python builtin: the value must still arrive as the plain string
+    assert "slurm_partition=all, slurm_account=my_project" in result.stdout
+
+
+@pytest.mark.slow
 def test_every_training_run_is_a_completed_slurm_job(slurm_cluster, tmp_path, capsys):
     results = tmp_path / "results"  # fresh: no stale lock or incomplete marker from an earlier run
     config = {**yaml.safe_load((REPO / CONFIG).read_text()), "results_dir": str(results)}

@@ -1,7 +1,12 @@
-"""The Snakemake DAG: lint, schema validation, the paper grid (dry run), and a small end-to-end run."""
+"""The Snakemake DAG: lint, schema validation, the paper grid (dry run), rerun triggers, quoting, the
+tables-only target, and a small end-to-end run (slow).
+
+    .venv/bin/python -m pytest tests/test_workflow.py -q [-m "not slow"]
+"""
 
 import json
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +32,35 @@ def load(name: str) -> dict:
     return yaml.safe_load((REPO / "config" / name).read_text())
 
 
+# one dense_vi run on digits: the smallest DAG (verify_data, train, evaluate, tables, figures)
+ONE_RUN = {"data_dir": "data", "datasets": ["digits"], "archs": ["resnet18"], "seeds": [0],
+           "methods": {"dense_vi": [1.0]}, "run": {"width": 0.125, "image_size": 8, "epochs": 2, "num_samples": 2}}
+
+
+def write_config(tmp_path: Path, config: dict, name: str = "config.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump({"results_dir": str(tmp_path / "results"), **config}))
+    return path
+
+
+def shell_commands(output: str) -> list[list[str]]:
+    """The shell commands a `snakemake -n -p` printed, split as the shell would split them."""
+    return [shlex.split(line.split(":", 1)[1]) for line in output.splitlines() if line.startswith("Shell command:")]
+
+
+def mark_finished(tmp_path: Path, config_path: Path, config: dict) -> None:
+    """Pretend every training run (and its data check) ran: empty outputs, then `--touch` records them in
+    Snakemake's metadata with the current params, as a real run would."""
+    results = tmp_path / "results"
+    (results / "data").mkdir(parents=True, exist_ok=True)
+    (results / "data" / "digits.json").write_text("{}")
+    for path in grid.run_grid({**config, "results_dir": str(results)}):
+        (results / "runs" / path).mkdir(parents=True, exist_ok=True)
+        (results / "runs" / path / "metrics.json").write_text("{}")
+    touched = snakemake("runs", "--touch", "--forceall", "--cores", "1", "--configfile", str(config_path))
+    assert touched.returncode == 0, touched.stderr[-3000:]
+
+
 def test_lint_finds_nothing_but_the_environment_note():
     result = snakemake("--lint")
     lints = set(re.findall(r"^\s+\* (.+?):?$", result.stdout + result.stderr, re.M))
@@ -46,6 +80,13 @@ def test_shipped_configs_are_valid(name):
     ({"datasets": ["imagenet"]}, "datasets"),
     ({"bogus_key": 1}, "bogus_key"),
     ({"resources": {"gpu": -1}}, "gpu"),
+    ({"evaluation": {"skip": ["imagenet_c"]}}, "skip"),
+    ({"evaluation": {"skipped": ["svhn"]}}, "skipped"),
+    ({"schedule_ablation": {"dataset": "digits", "arch": "resnet18", "density": 0.1, "delta_t": [0],
+                            "alpha": [0.3]}}, "delta_t"),
+    ({"schedule_ablation": {"dataset": "digits", "arch": "resnet18", "density": 0.1, "delta_t": [10],
+                            "alpha": [1.5]}}, "alpha"),
+    ({"arch_seeds": {"vgg16": [-1]}}, "arch_seeds"),
 ])
 def test_schema_rejects_bad_configs(change, key):
     config = {**load("config.yaml"), **change}
@@ -64,13 +105,14 @@ def test_bad_run_value_stops_the_dag_before_any_job(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-def test_paper_grid_dry_run_lists_every_run_once_with_posthoc_edges():
+def test_paper_grid_dry_run_lists_every_run_once_with_posthoc_edges_and_verifies_evaluation_data():
     config = load("paper.yaml")
     expected = grid.run_grid(config)
     # the paper grid: 2 datasets x 2 archs x 3 seeds x (1 dense + 3 densities x (3 methods + 2 posthoc variants))
-    # + criteria ablation (5 extra) + robustness (15 extra cells x 2 methods) on cifar10/resnet18, x 3 seeds
-    assert len(expected) == 2 * 2 * 3 * (1 + 3 * 5) + 3 * (5 + 2 * 15)
-    result = snakemake("runs", "-n", "--configfile", "config/paper.yaml")
+    # + criteria ablation (5 extra) + robustness (15 extra cells x 2 methods) + schedule ablation
+    # (5 delta_t x 3 alpha - the recipe's own) on cifar10/resnet18, x 3 seeds
+    assert len(expected) == 2 * 2 * 3 * (1 + 3 * 5) + 3 * (5 + 2 * 15 + 14)
+    result = snakemake("-n", "--configfile", "config/paper.yaml")
     assert result.returncode == 0, result.stderr
     text = result.stdout + result.stderr
     jobs = re.findall(r"rule train:\n\s+input: (.*)\n\s+output: results/runs/(.*)/metrics.json", text)
@@ -82,7 +124,113 @@ def test_paper_grid_dry_run_lists_every_run_once_with_posthoc_edges():
         source = grid.dense_source(config, run.dataset, run.arch, run.seed).path
         assert f"results/runs/{source}/metrics.json" in inputs.split(", ")
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", text, re.M))
-    assert int(counts["prepare_data"]) == 2 and int(counts["train"]) == len(expected)
+    assert int(counts["train"]) == int(counts["evaluate"]) == len(expected)
+    # the README's promise: CIFAR-10/100 and the OOD and shift sets are verified before any job starts
+    verified = re.findall(r"output: results/data/(\w+)\.json", text)
+    assert sorted(verified) == ["cifar10", "cifar100", "cifar10c", "svhn"]
+
+
+def test_skipped_evaluation_sets_are_neither_verified_nor_evaluated(tmp_path):
+    config = {**load("paper.yaml"), "datasets": ["cifar10"], "archs": ["resnet18"], "seeds": [0],
+              "methods": {"dense_vi": [1.0]}, "criteria_ablation": None, "robustness": None,
+              "schedule_ablation": None, "evaluation": {"skip": ["cifar10c", "svhn"]}}
+    result = snakemake("-n", "-p", "--configfile", str(write_config(tmp_path, config)))
+    assert result.returncode == 0, result.stderr
+    text = result.stdout + result.stderr
+    assert sorted(re.findall(r"output: \S+/data/(\w+)\.json", text)) == ["cifar10", "cifar100"]
+    [evaluate] = [c for c in shell_commands(result.stdout) if c[1:4] == ["-m", "ssvi", "evaluate"]]
+    assert evaluate[evaluate.index("--skip") + 1] == "cifar10c" and evaluate.count("--skip") == 2
+
+
+def test_changed_run_config_retrains_but_environment_keys_do_not(tmp_path):
+    config_path = write_config(tmp_path, ONE_RUN)
+    mark_finished(tmp_path, config_path, ONE_RUN)
+    assert "Nothing to be done" in snakemake("runs", "-n", "--configfile", str(config_path)).stdout
+    # `run: epochs` 2 -> 6: the 2-epoch result must not stand for the 6-epoch recipe
+    changed = write_config(tmp_path, {**ONE_RUN, "run": {**ONE_RUN["run"], "epochs": 6}})
+    result = snakemake("runs", "-n", "-p", "--configfile", str(changed))
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"rule train:(.|\n)*?reason: Params have changed", result.stdout), result.stdout[-3000:]
+    [train] = [c for c in shell_commands(result.stdout) if c[1:4] == ["-m", "ssvi", "train"]]
+    assert "--restart-on-config-change" in train and "epochs=6" in train
+    # environment keys: where the data are and how many threads, not what is computed
+    moved = write_config(tmp_path, {**ONE_RUN, "data_dir": "elsewhere", "resources": {"threads": 2},
+                                    "run": {**ONE_RUN["run"], "threads": 2}})
+    result = snakemake("runs", "-n", "--configfile", str(moved))
+    assert result.returncode == 0, result.stderr
+    assert "rule train:" not in result.stdout, result.stdout[-3000:]
+
+
+def test_shell_arguments_survive_quotes_and_spaces(tmp_path):
+    data_dir = str(tmp_path / "it's my data")
+    config = {**ONE_RUN, "data_dir": data_dir, "methods": {"posthoc": [0.1]}, "posthoc_finetune_epochs": [0]}
+    path = tmp_path / "o'neil results"
+    path.mkdir()
+    result = snakemake("-n", "-p", "--configfile", str(write_config(path, config)))
+    assert result.returncode == 0, result.stderr
+    commands = shell_commands(result.stdout)  # shlex.split raises on a broken quote
+    trains = [c for c in commands if c[1:4] == ["-m", "ssvi", "train"]]
+    assert len(trains) == 2
+    for train in trains:
+        assert f"data_dir={json.dumps(data_dir)}" in train
+        assert train[train.index("--out") + 1].startswith(str(path / "results" / "runs"))
+    posthoc = next(c for c in trains if "method=\"posthoc\"" in c)
+    source = path / "results" / "runs" / "digits/resnet18/dense_vi/default/d1/seed0"
+    assert f"init_from={json.dumps(str(source))}" in posthoc
+    for command in commands:
+        if "--data-dir" in command:
+            assert command[command.index("--data-dir") + 1] == data_dir
+
+
+def test_tables_and_figures_never_schedules_training(tmp_path):
+    result = snakemake("tables_and_figures", "-n", "--configfile", str(write_config(tmp_path, ONE_RUN)))
+    text = result.stdout + result.stderr
+    assert "rule train:" not in text and "rule evaluate:" not in text
+    assert result.returncode != 0
+    assert "tables_and_figures never trains, but 2 result file(s) of this config are missing" in text
+    assert "digits/resnet18/dense_vi/default/d1/seed0/metrics.json" in text
+
+
+def test_exponent_numbers_in_a_workflow_config_are_numbers(tmp_path):
+    # PyYAML (and so Snakemake) reads 1e-3 as the string "1e-3"; the workflow accepts it as a number
+    path = tmp_path / "exp.yaml"
+    path.write_text(f"results_dir: {tmp_path / 'results'}\n" + """datasets: [digits]
+archs: [resnet18]
+seeds: [0]
+methods: {ssvi: [1e-1]}
+run: {width: 0.125, image_size: 8, epochs: 2, num_samples: 2, lr: 1e-3, delta_t: 4}
+robustness: {dataset: digits, arch: resnet18, density: 1e-1, methods: [ssvi], sigma_init: [1e-2], kl_scale: [1e-2]}
+""")
+    result = snakemake("runs", "-n", "-p", "--configfile", str(path))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    trains = [c for c in shell_commands(result.stdout) if c[1:4] == ["-m", "ssvi", "train"]]
+    assert sorted(c[c.index("--out") + 1].split("/runs/")[1] for c in trains) == [
+        "digits/resnet18/ssvi/default/d0.1/seed0", "digits/resnet18/ssvi/sigma0.01-kl0.01/d0.1/seed0"]
+    assert all("lr=0.001" in c for c in trains)
+
+
+def test_duplicate_keys_in_a_workflow_config_are_refused(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text(f"results_dir: {tmp_path / 'results'}\n" + """datasets: [digits]
+archs: [resnet18]
+seeds: [0]
+methods: {dense_vi: [1.0]}
+run:
+  epochs: 2
+  width: 0.125
+  epochs: 20
+""")
+    result = snakemake("runs", "-n", "--configfile", str(path))
+    assert result.returncode != 0
+    assert f"config file {path}: key 'epochs' appears twice (lines 7 and 9)" in result.stdout + result.stderr
+
+
+def test_unknown_timm_model_stops_the_dag_before_any_job(tmp_path):
+    result = snakemake("-n", "--configfile", str(write_config(tmp_path, {**ONE_RUN, "archs": ["timm/doesnotexist"]})))
+    assert result.returncode != 0
+    text = result.stdout + result.stderr
+    assert "config error in run digits/timm/doesnotexist/dense_vi/default/d1/seed0" in text
+    assert "timm/doesnotexist" in text and "rule train" not in text
 
 
 @pytest.mark.slow
@@ -96,11 +244,11 @@ def test_end_to_end_dag_and_regeneration(tmp_path):
         metrics = json.loads((out / "runs" / path / "metrics.json").read_text())
         assert {"acc", "nll", "ece", "ece_ssvi", "brier", "train_flops"} <= set(metrics)
         assert (out / "runs" / path / "ood_shift.json").exists()
-    for name in ("main", "claims", "ood", "shift", "criteria", "robustness", "iou_end"):
+    for name in ("main", "claims", "ood", "shift", "criteria", "robustness", "schedule_ablation", "iou_end"):
         for ext in ("csv", "md", "tex"):
             assert (out / "tables" / f"{name}.{ext}").stat().st_size > 0
     figures = sorted(p.name for p in (out / "figures").glob("*.png"))
-    assert len(figures) == 7 and all((out / "figures" / f.replace(".png", ".pdf")).exists() for f in figures)
+    assert len(figures) == 9 and all((out / "figures" / f.replace(".png", ".pdf")).exists() for f in figures)
     # regenerating tables and figures never retrains: only aggregation and figure jobs run
     for table in (out / "tables").glob("*"):
         table.unlink()

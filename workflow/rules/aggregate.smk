@@ -1,13 +1,15 @@
 # Tables and figures from finished runs only: these rules never train.
-# `snakemake --cores 1 tables_and_figures` regenerates them from whatever runs the config lists.
+#   snakemake --cores 1 tables_and_figures    regenerate every table and figure from the finished runs
+# (it fails, naming them, when runs of the config are unfinished; `snakemake --cores all` runs them).
 
 TABLE_NAMES = ["main", "paper_comparison", "density_sweep", "criteria", "criteria_vs_mean", "robustness",
-               "robustness_spread", "claims", "ood", "shift", "shift_corruptions"] + [f"{kind}_{stage}" for kind in ("iou", "spearman")
-                                                 for stage in ("start", "middle", "end")]
+               "robustness_spread", "schedule_ablation", "claims", "ood", "shift", "shift_corruptions"] + [
+                  f"{kind}_{stage}" for kind in ("iou", "spearman") for stage in ("start", "middle", "end")]
 FIGURE_NAMES = ["fig1_flops_vs_accuracy", "metrics_vs_density", "criteria_comparison", "robustness_heatmap",
-                "iou_matrices", "ood_auroc_vs_density", "shift_accuracy_vs_severity"]
-TABLES = [f"{RESULTS}/tables/{name}.{ext}" for name in TABLE_NAMES for ext in ("csv", "md", "tex")]
-FIGURES = [f"{RESULTS}/figures/{name}.{ext}" for name in FIGURE_NAMES for ext in ("png", "pdf")]
+                "robustness_sigma_lines", "schedule_ablation", "iou_matrices", "ood_auroc_vs_density",
+                "shift_accuracy_vs_severity"]
+TABLES = [f"{TABLES_DIR}/{name}.{ext}" for name in TABLE_NAMES for ext in ("csv", "md", "tex")]
+FIGURES = [f"{FIGURES_DIR}/{name}.{ext}" for name in FIGURE_NAMES for ext in ("png", "pdf")]
 
 
 localrules:
@@ -19,7 +21,7 @@ localrules:
 
 rule resolved_config:
     output:
-        f"{RESULTS}/tables/workflow_config.json",
+        RESOLVED_CONFIG,
     params:
         resolved=json.dumps(config, sort_keys=True, indent=1),  # a changed config re-runs the aggregation
     log:
@@ -32,20 +34,17 @@ rule aggregate:
     input:
         metrics=all_metrics(),
         evaluations=all_evaluations(),
-        config=f"{RESULTS}/tables/workflow_config.json",
-        expected="results/expected/paper.yaml",
+        config=RESOLVED_CONFIG,
+        expected=EXPECTED_VALUES,
     output:
         tables=[report(t, category="Tables") for t in TABLES if t.endswith(".md")]
         + [t for t in TABLES if not t.endswith(".md")],
     params:
-        python=PYTHON,
-        tables=lambda wc, output: str(Path(output.tables[0]).parent),
-        runs=lambda wc, input: " ".join(repr(str(Path(m).parent)) for m in input.metrics),
+        command=aggregate_command(),
     log:
         f"{RESULTS}/logs/aggregate.log",
     shell:
-        "{params.python} workflow/scripts/aggregate.py --config {input.config:q} --expected {input.expected:q} --require-eval "
-        "--out {params.tables:q} {params.runs} > {log:q} 2>&1"
+        "{params.command} > {log:q} 2>&1"
 
 
 rule figure:
@@ -53,19 +52,24 @@ rule figure:
         TABLES,
         script="paper_figures/{figure}.py",
     output:
-        png=report(f"{RESULTS}/figures/{{figure}}.png", category="Figures"),
-        pdf=f"{RESULTS}/figures/{{figure}}.pdf",
+        png=report(f"{FIGURES_DIR}/{{figure}}.png", category="Figures"),
+        pdf=f"{FIGURES_DIR}/{{figure}}.pdf",
     params:
-        python=PYTHON,
-        tables=lambda wc, input: str(Path(input[0]).parent),
-        figures=lambda wc, output: str(Path(output.png).parent),
+        command=lambda wc: figure_command(wc.figure),
     log:
         f"{RESULTS}/logs/figures/{{figure}}.log",
     shell:
-        "{params.python} {input.script} --tables {params.tables:q} --out {params.figures:q} > {log:q} 2>&1"
+        "{params.command} > {log:q} 2>&1"
 
 
 rule tables_and_figures:
+    # No outputs, so it always runs when asked for; no run files as inputs, so it never schedules
+    # training or evaluation (the DAG would otherwise (re)train every missing or changed run first).
     input:
-        TABLES,
-        FIGURES,
+        finished_runs_only,
+    params:
+        commands=" && ".join([aggregate_command(), *map(figure_command, FIGURE_NAMES)]),
+    log:
+        f"{RESULTS}/logs/tables_and_figures.log",
+    shell:
+        "({params.commands}) > {log:q} 2>&1"

@@ -1,5 +1,6 @@
 # Config validation, the run grid and input functions: the one place that knows paths and grids.
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -8,28 +9,46 @@ from snakemake.utils import validate
 sys.path.insert(0, str(Path(workflow.basedir)))                         # the ssvi package
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))  # grid.py
 import grid  # noqa: E402
-from ssvi.config import ConfigError, RunConfig  # noqa: E402
+from ssvi.config import ConfigError, RunConfig, coerce_numbers, load_yaml, results_config  # noqa: E402
+from ssvi.shift import datasets_to_verify  # noqa: E402
 
 
-validate(config, schema="../schemas/config.schema.yaml")
+def _read_config():
+    """Snakemake's YAML reader keeps the last of two equal keys and reads 1e-3 as a string: re-read each
+    config file strictly (a duplicate key stops the DAG, naming file and lines), then make exponent
+    floats numbers, before the schema sees them."""
+    for path in workflow.configfiles:
+        load_yaml(path)
+    config.update(coerce_numbers(dict(config)))
+    validate(config, schema="../schemas/config.schema.yaml")
+
+
+_read_config()
 
 PYTHON = sys.executable  # the interpreter running Snakemake (the project venv), also inside SLURM jobs
 RESULTS = config.get("results_dir", "results")
+TABLES_DIR = f"{RESULTS}/tables"
+FIGURES_DIR = f"{RESULTS}/figures"
+RESOLVED_CONFIG = f"{TABLES_DIR}/workflow_config.json"
+EXPECTED_VALUES = "results/expected/paper.yaml"
 DATA_DIR = config.get("data_dir", "data")
 RESOURCES = config.get("resources", {})
+SKIP = config.get("evaluation", {}).get("skip", [])  # evaluation sets not evaluated (contract C-B)
 RUNS = grid.run_grid(config)
 
 
-def _check_runs():
+def _expected_configs():
     """A bad run-config value stops the DAG before any job starts, naming the key and the run."""
+    expected = {}
     for path, run in RUNS.items():
         try:
-            RunConfig.from_dict(grid.run_overrides(config, run))
+            expected[path] = RunConfig.from_dict(grid.run_overrides(config, run)).to_dict()
         except ConfigError as error:
             raise ValueError(f"config error in run {path}: {error}") from None
+    return expected
 
 
-_check_runs()
+EXPECTED = _expected_configs()
 
 
 wildcard_constraints:
@@ -49,25 +68,59 @@ def run_file(path, name):
     return str(Path(run_dir(path)) / name)
 
 
+def run_path(wildcards):
+    return f"{wildcards.dataset}/{wildcards.arch}/{wildcards.method}/{wildcards.variant}/d{wildcards.density}/seed{wildcards.seed}"
+
+
 def run_of(wildcards):
-    path = f"{wildcards.dataset}/{wildcards.arch}/{wildcards.method}/{wildcards.variant}/d{wildcards.density}/seed{wildcards.seed}"
+    path = run_path(wildcards)
     if path not in RUNS:
         raise ValueError(f"{path} is not a run of this config")
     return RUNS[path]
 
 
+def data_record(name):
+    return f"{RESULTS}/data/{name}.json"
+
+
+def verified_datasets():
+    """Every dataset a run trains on or evaluates against (prepare_data verifies each on the submit host)."""
+    return sorted({name for dataset in {run.dataset for run in RUNS.values()} for name in datasets_to_verify(dataset, SKIP)})
+
+
 def train_inputs(wildcards):
     """Data must be verified first; a post-hoc run needs its finished dense_vi run (a real DAG edge)."""
     run = run_of(wildcards)
-    inputs = {"data": ancient(f"{RESULTS}/data/{run.dataset}.json")}  # re-verifying data must not retrain
+    inputs = {"data": ancient(data_record(run.dataset))}  # re-verifying data must not retrain
     if run.method == "posthoc":
         inputs["dense"] = run_file(grid.dense_source(config, run.dataset, run.arch, run.seed).path, "metrics.json")
     return inputs
 
 
+def evaluate_inputs(wildcards):
+    """The finished run and the verified data of every evaluation set it needs."""
+    names = datasets_to_verify(run_of(wildcards).dataset, SKIP)
+    return {"metrics": run_file(run_path(wildcards), "metrics.json"), "data": [ancient(data_record(n)) for n in names]}
+
+
+def resolved_run_config(wildcards):
+    """The run's result identity as one string: a changed value re-runs the job (params rerun trigger);
+    environment keys (data_dir, threads, ...) are left out, so changing them does not retrain."""
+    return json.dumps(results_config(EXPECTED[run_path(wildcards)]), sort_keys=True)
+
+
 def train_arguments(wildcards, threads):
     values = {**grid.run_overrides(config, run_of(wildcards)), "data_dir": DATA_DIR, "threads": threads}
-    return " ".join(f"--set {key}={json.dumps(value)!r}" for key, value in values.items())
+    return shell_words(word for key, value in values.items() for word in ("--set", f"{key}={json.dumps(value)}"))
+
+
+def skip_arguments():
+    return shell_words(word for name in SKIP for word in ("--skip", name))
+
+
+def shell_words(words):
+    """Arguments for a shell command line, each quoted (paths and values may hold spaces or quotes)."""
+    return " ".join(shlex.quote(str(word)) for word in words)
 
 
 def all_metrics():
@@ -80,3 +133,24 @@ def all_evaluations():
 
 def all_outputs():
     return all_metrics() + TABLES + FIGURES
+
+
+def aggregate_command():
+    """workflow/scripts/aggregate.py over every run of the grid (all must be finished and evaluated)."""
+    runs = [str(Path(metrics).parent) for metrics in all_metrics()]
+    return shell_words([PYTHON, "workflow/scripts/aggregate.py", "--config", RESOLVED_CONFIG,
+                        "--expected", EXPECTED_VALUES, "--require-eval", "--out", TABLES_DIR, *runs])
+
+
+def figure_command(name):
+    return shell_words([PYTHON, f"paper_figures/{name}.py", "--tables", TABLES_DIR, "--out", FIGURES_DIR])
+
+
+def finished_runs_only(wildcards):
+    """tables_and_figures reads result files only: unfinished runs stop it here, before any job starts."""
+    missing = [path for path in all_metrics() + all_evaluations() if not Path(path).exists()]
+    if missing:
+        raise ValueError(f"tables_and_figures never trains, but {len(missing)} result file(s) of this config "
+                         f"are missing, e.g. {', '.join(missing[:3])}; run `snakemake --cores all` to train "
+                         f"and evaluate them (or `snakemake runs` for the training runs only)")
+    return [RESOLVED_CONFIG, EXPECTED_VALUES]

@@ -1,14 +1,16 @@
 # OOD detection and distribution shift of every finished run: reads the run's files, never retrains.
+# The sets of `evaluation: {skip: [...]}` are not evaluated (ood_shift.json lists them as not_evaluated).
 
 
 rule evaluate:
     input:
-        metrics=f"{RESULTS}/runs/{{dataset}}/{{arch}}/{{method}}/{{variant}}/d{{density}}/seed{{seed}}/metrics.json",
+        unpack(evaluate_inputs),
     output:
         f"{RESULTS}/runs/{{dataset}}/{{arch}}/{{method}}/{{variant}}/d{{density}}/seed{{seed}}/ood_shift.json",
     params:
         python=PYTHON,
         data_dir=DATA_DIR,
+        skip=skip_arguments(),
         run=lambda wc, input: str(Path(input.metrics).parent),
     log:
         f"{RESULTS}/logs/evaluate/{{dataset}}/{{arch}}/{{method}}/{{variant}}/d{{density}}/seed{{seed}}.log",
@@ -20,4 +22,5 @@ rule evaluate:
         mem_mb=RESOURCES.get("mem_mb", 2000),
         runtime=lambda wc, attempt: max(10, RESOURCES.get("runtime_min", 60) // 4) * attempt,
     shell:
-        "{params.python} -m ssvi evaluate --run {params.run:q} --data-dir {params.data_dir:q} --threads {threads} > {log:q} 2>&1"
+        "{params.python} -m ssvi evaluate --run {params.run:q} --data-dir {params.data_dir:q} {params.skip} "
+        "--threads {threads} > {log:q} 2>&1"

@@ -1,4 +1,7 @@
 # One job per run: `python -m ssvi train`, resumable (re-running resumes from the last epoch checkpoint).
+# A run whose resolved config changed (e.g. `run: epochs`) is re-run: the config is a params value, so
+# Snakemake's params rerun trigger sees it, and --restart-on-config-change makes the trainer start
+# fresh instead of refusing the old checkpoint.
 
 
 rule train:
@@ -9,6 +12,7 @@ rule train:
     params:
         python=PYTHON,
         out=lambda wc, output: str(Path(output.metrics).parent),
+        run_config=resolved_run_config,
         arguments=lambda wc, threads: train_arguments(wc, threads),
     log:
         f"{RESULTS}/logs/train/{{dataset}}/{{arch}}/{{method}}/{{variant}}/d{{density}}/seed{{seed}}.log",
@@ -21,7 +25,7 @@ rule train:
         # a retried job (--retries) gets more time: attempt 2 twice, attempt 3 three times
         runtime=lambda wc, attempt: RESOURCES.get("runtime_min", 60) * attempt,
     shell:
-        "{params.python} -m ssvi train --out {params.out:q} {params.arguments} > {log:q} 2>&1"
+        "{params.python} -m ssvi train --out {params.out:q} --restart-on-config-change {params.arguments} > {log:q} 2>&1"
 
 
 localrules:

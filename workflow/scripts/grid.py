@@ -1,11 +1,12 @@
 """The experiment grid: one function turns a workflow config into the set of runs (the one place paths
-and grids are defined). Used by the Snakefile, the aggregation script and the tests.
+and grids are defined). Used by the Snakefile, the aggregation (ssvi.report) and the tests.
 
 A run lives in ``<results_dir>/runs/<dataset>/<arch>/<method>/<variant>/d<density>/seed<seed>/``, where
 ``variant`` is ``default`` (the recipe of ``config['run']``), ``crit-<criterion>`` (criteria ablation),
-``sigma<s>-kl<k>`` (hyperparameter robustness) or ``ft<epochs>`` (post-hoc fine-tuning epochs). A run
-shared by several studies (e.g. the default SSVI run is also the default criterion of the ablation)
-appears once.
+``sigma<s>-kl<k>`` (hyperparameter robustness), ``dt<delta_t>-a<alpha>`` (subspace-schedule ablation)
+or ``ft<epochs>`` (post-hoc fine-tuning epochs). A run shared by several studies (e.g. the default SSVI
+run is also the default criterion of the ablation) appears once; two different runs that would share
+a path (numbers are written with 6 significant digits) are refused.
 
     python workflow/scripts/grid.py config/paper.yaml      # list the runs of a config
 """
@@ -15,8 +16,6 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import yaml
 
 DEFAULT = "default"
 
@@ -61,38 +60,90 @@ def _runs_of(config: dict, dataset: str, arch: str, method: str, density: float,
             for epochs in config.get("posthoc_finetune_epochs", [0])]
 
 
+def main_seeds(config: dict, arch: str) -> list[int]:
+    """Seeds of the main comparison for one architecture (``arch_seeds`` may give an arch fewer)."""
+    return (config.get("arch_seeds") or {}).get(arch, config["seeds"])
+
+
+def study_seeds(config: dict, study: dict) -> list[int]:
+    """Seeds of an ablation study: its own ``seeds`` if given, else the config's."""
+    return study.get("seeds") or config["seeds"]
+
+
+def _main_runs(config: dict) -> list[RunSpec]:
+    return [run for dataset in config["datasets"] for arch in config["archs"]
+            for method, densities in config["methods"].items() for density in densities
+            for seed in main_seeds(config, arch)
+            for run in _runs_of(config, dataset, arch, method, density, seed)]
+
+
+def _criteria_runs(config: dict, defaults: dict) -> list[RunSpec]:
+    study = config.get("criteria_ablation")
+    if not study:
+        return []
+    return [run for criterion in study["criteria"] for seed in study_seeds(config, study)
+            for run in _runs_of(config, study["dataset"], study["arch"], "ssvi", study["density"], seed,
+                                DEFAULT if criterion == defaults["criterion"] else f"crit-{criterion}",
+                                {"criterion": criterion})]
+
+
+def _robustness_runs(config: dict, defaults: dict) -> list[RunSpec]:
+    study = config.get("robustness")
+    if not study:
+        return []
+    runs = []
+    for sigma in study["sigma_init"]:
+        for kl in study["kl_scale"]:
+            is_default = sigma == defaults["sigma_init"] and kl == defaults["kl_scale"]
+            variant = DEFAULT if is_default else f"sigma{sigma:g}-kl{kl:g}"
+            runs += [run for method in study["methods"] for seed in study_seeds(config, study)
+                     for run in _runs_of(config, study["dataset"], study["arch"], method, study["density"], seed,
+                                         variant, {"sigma_init": sigma, "kl_scale": kl})]
+    return runs
+
+
+def _schedule_runs(config: dict, defaults: dict) -> list[RunSpec]:
+    """SSVI over the subspace schedule: ΔT (steps between updates) x α (initial removal fraction)."""
+    study = config.get("schedule_ablation")
+    if not study:
+        return []
+    runs = []
+    for delta_t in study["delta_t"]:
+        for alpha in study["alpha"]:
+            is_default = delta_t == defaults["delta_t"] and alpha == defaults["alpha"]
+            variant = DEFAULT if is_default else f"dt{delta_t}-a{alpha:g}"
+            runs += [run for seed in study_seeds(config, study)
+                     for run in _runs_of(config, study["dataset"], study["arch"], "ssvi", study["density"], seed,
+                                         variant, {"delta_t": delta_t, "alpha": alpha})]
+    return runs
+
+
 def run_grid(config: dict) -> dict[str, RunSpec]:
-    """Every run of the config, keyed by its relative path (deduplicated, posthoc sources included)."""
+    """Every run of the config, keyed by its relative path (deduplicated, posthoc sources included).
+
+    Raises ssvi.config.ConfigError when two different runs map to one path (e.g. densities 0.1 and
+    0.1000001 both print as ``d0.1``)."""
     defaults = recipe_defaults(config)
-    runs: list[RunSpec] = []
-    for dataset in config["datasets"]:
-        for arch in config["archs"]:
-            for method, densities in config["methods"].items():
-                for density in densities:
-                    for seed in config["seeds"]:
-                        runs += _runs_of(config, dataset, arch, method, density, seed)
-    ablation = config.get("criteria_ablation")
-    if ablation:
-        for criterion in ablation["criteria"]:
-            variant = DEFAULT if criterion == defaults["criterion"] else f"crit-{criterion}"
-            for seed in config["seeds"]:
-                runs += _runs_of(config, ablation["dataset"], ablation["arch"], "ssvi", ablation["density"], seed,
-                                 variant, {"criterion": criterion})
-    robustness = config.get("robustness")
-    if robustness:
-        for sigma in robustness["sigma_init"]:
-            for kl in robustness["kl_scale"]:
-                is_default = sigma == defaults["sigma_init"] and kl == defaults["kl_scale"]
-                variant = DEFAULT if is_default else f"sigma{sigma:g}-kl{kl:g}"
-                for method in robustness["methods"]:
-                    for seed in config["seeds"]:
-                        runs += _runs_of(config, robustness["dataset"], robustness["arch"], method,
-                                         robustness["density"], seed, variant, {"sigma_init": sigma, "kl_scale": kl})
+    runs = (_main_runs(config) + _criteria_runs(config, defaults) + _robustness_runs(config, defaults)
+            + _schedule_runs(config, defaults))
     runs += [dense_source(config, r.dataset, r.arch, r.seed) for r in runs if r.method == "posthoc"]
     grid: dict[str, RunSpec] = {}
+    values: dict[str, dict] = {}
     for run in runs:
-        grid.setdefault(run.path, run)
+        resolved = {**defaults, **run_overrides(config, run)}
+        if run.path not in grid:
+            grid[run.path], values[run.path] = run, resolved
+        elif resolved != values[run.path]:
+            _refuse_collision(run.path, values[run.path], resolved)
     return grid
+
+
+def _refuse_collision(path: str, first: dict, second: dict):
+    from ssvi.config import ConfigError
+    keys = sorted(k for k in set(first) | set(second) if first.get(k) != second.get(k))
+    both = "; ".join(f"{key} {first.get(key)!r} and {second.get(key)!r}" for key in keys)
+    raise ConfigError(f"two different runs map to the run path {path} ({both}): run paths write numbers "
+                      f"with 6 significant digits, so use values that differ within them")
 
 
 def run_overrides(config: dict, run: RunSpec) -> dict:
@@ -105,12 +156,20 @@ def run_overrides(config: dict, run: RunSpec) -> dict:
     return values
 
 
+def expected_config(config: dict, run: RunSpec) -> dict:
+    """The resolved run config a finished run of this grid path records (metrics.json["config"])."""
+    from ssvi.config import RunConfig
+    return RunConfig.from_dict(run_overrides(config, run)).to_dict()
+
+
 def main(argv: list[str]) -> int:
-    config = yaml.safe_load(Path(argv[0]).read_text())
+    from ssvi.config import coerce_numbers, load_yaml
+    config = coerce_numbers(load_yaml(argv[0]))
     for path in sorted(run_grid(config)):
         print(path)
     return 0
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the ssvi package
     sys.exit(main(sys.argv[1:]))
