@@ -32,7 +32,7 @@ def load(name: str) -> dict:
     return yaml.safe_load((REPO / "config" / name).read_text())
 
 
-# one dense_vi run on digits: the smallest DAG (verify_data, train, evaluate, tables, figures)
+# one dense_vi run on digits: the smallest DAG (verify_data, train with evaluation, tables, figures)
 ONE_RUN = {"data_dir": "data", "datasets": ["digits"], "archs": ["resnet18"], "seeds": [0],
            "methods": {"dense_vi": [1.0]}, "run": {"width": 0.125, "image_size": 8, "epochs": 2, "num_samples": 2}}
 
@@ -115,7 +115,8 @@ def test_paper_grid_dry_run_lists_every_run_once_with_posthoc_edges_and_verifies
     result = snakemake("-n", "--configfile", "config/paper.yaml")
     assert result.returncode == 0, result.stderr
     text = result.stdout + result.stderr
-    jobs = re.findall(r"rule train:\n\s+input: (.*)\n\s+output: results/runs/(.*)/metrics.json", text)
+    jobs = re.findall(r"rule train:\n\s+input: (.*)\n\s+output: results/runs/(.*)/metrics.json, "
+                      r"results/runs/\2/ood_shift.json", text)
     assert sorted(path for _, path in jobs) == sorted(expected)  # every run exactly once
     posthoc = [(inputs, path) for inputs, path in jobs if expected[path].method == "posthoc"]
     assert posthoc
@@ -124,7 +125,7 @@ def test_paper_grid_dry_run_lists_every_run_once_with_posthoc_edges_and_verifies
         source = grid.dense_source(config, run.dataset, run.arch, run.seed).path
         assert f"results/runs/{source}/metrics.json" in inputs.split(", ")
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", text, re.M))
-    assert int(counts["train"]) == int(counts["evaluate"]) == len(expected)
+    assert int(counts["train"]) == len(expected) and "evaluate" not in counts  # evaluated in the train job
     # the README's promise: CIFAR-10/100 and the OOD and shift sets are verified before any job starts
     verified = re.findall(r"output: results/data/(\w+)\.json", text)
     assert sorted(verified) == ["cifar10", "cifar100", "cifar10c", "svhn"]
@@ -138,8 +139,9 @@ def test_skipped_evaluation_sets_are_neither_verified_nor_evaluated(tmp_path):
     assert result.returncode == 0, result.stderr
     text = result.stdout + result.stderr
     assert sorted(re.findall(r"output: \S+/data/(\w+)\.json", text)) == ["cifar10", "cifar100"]
-    [evaluate] = [c for c in shell_commands(result.stdout) if c[1:4] == ["-m", "ssvi", "evaluate"]]
-    assert evaluate[evaluate.index("--skip") + 1] == "cifar10c" and evaluate.count("--skip") == 2
+    [train] = [c for c in shell_commands(result.stdout) if c[1:4] == ["-m", "ssvi", "train"]]
+    assert "--evaluate" in train
+    assert train[train.index("--skip") + 1] == "cifar10c" and train.count("--skip") == 2
 
 
 def test_changed_run_config_retrains_but_environment_keys_do_not(tmp_path):
@@ -185,7 +187,7 @@ def test_shell_arguments_survive_quotes_and_spaces(tmp_path):
 def test_tables_and_figures_never_schedules_training(tmp_path):
     result = snakemake("tables_and_figures", "-n", "--configfile", str(write_config(tmp_path, ONE_RUN)))
     text = result.stdout + result.stderr
-    assert "rule train:" not in text and "rule evaluate:" not in text
+    assert "rule train:" not in text
     assert result.returncode != 0
     assert "tables_and_figures never trains, but 2 result file(s) of this config are missing" in text
     assert "digits/resnet18/dense_vi/default/d1/seed0/metrics.json" in text
@@ -256,5 +258,5 @@ def test_end_to_end_dag_and_regeneration(tmp_path):
                            "--config", f"results_dir={out}", timeout=300)
     assert regenerate.returncode == 0, regenerate.stderr[-3000:]
     jobs = set(re.findall(r"rule (\w+):", regenerate.stdout + regenerate.stderr))
-    assert jobs and not jobs & {"train", "evaluate"}, jobs
+    assert jobs and "train" not in jobs, jobs
     assert (out / "tables" / "main.md").exists()

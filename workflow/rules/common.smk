@@ -89,18 +89,14 @@ def verified_datasets():
 
 
 def train_inputs(wildcards):
-    """Data must be verified first; a post-hoc run needs its finished dense_vi run (a real DAG edge)."""
+    """The verified data of the run and of every evaluation set it needs; a post-hoc run needs its finished
+    dense_vi run (a real DAG edge)."""
     run = run_of(wildcards)
-    inputs = {"data": ancient(data_record(run.dataset))}  # re-verifying data must not retrain
+    # re-verifying data must not retrain: ancient()
+    inputs = {"data": [ancient(data_record(name)) for name in datasets_to_verify(run.dataset, SKIP)]}
     if run.method == "posthoc":
         inputs["dense"] = run_file(grid.dense_source(config, run.dataset, run.arch, run.seed).path, "metrics.json")
     return inputs
-
-
-def evaluate_inputs(wildcards):
-    """The finished run and the verified data of every evaluation set it needs."""
-    names = datasets_to_verify(run_of(wildcards).dataset, SKIP)
-    return {"metrics": run_file(run_path(wildcards), "metrics.json"), "data": [ancient(data_record(n)) for n in names]}
 
 
 def resolved_run_config(wildcards):

@@ -1,7 +1,11 @@
-# One job per run: `python -m ssvi train`, resumable (re-running resumes from the last epoch checkpoint).
+# One job per run: `python -m ssvi train --evaluate`, resumable (re-running resumes from the last epoch
+# checkpoint). It trains, evaluates the posterior (metrics.json) and then, in the same process, its OOD
+# detection and distribution shift (ood_shift.json): one interpreter start per run instead of two.
 # A run whose resolved config changed (e.g. `run: epochs`) is re-run: the config is a params value, so
 # Snakemake's params rerun trigger sees it, and --restart-on-config-change makes the trainer start
-# fresh instead of refusing the old checkpoint.
+# fresh instead of refusing the old checkpoint. A changed `evaluation: skip` re-runs the job too, which
+# then only re-evaluates (the final epoch's checkpoint is kept). The sets of `evaluation: {skip: [...]}`
+# are not evaluated (ood_shift.json lists them as not_evaluated).
 
 
 rule train:
@@ -9,10 +13,12 @@ rule train:
         unpack(train_inputs),
     output:
         metrics=f"{RESULTS}/runs/{{dataset}}/{{arch}}/{{method}}/{{variant}}/d{{density}}/seed{{seed}}/metrics.json",
+        evaluation=f"{RESULTS}/runs/{{dataset}}/{{arch}}/{{method}}/{{variant}}/d{{density}}/seed{{seed}}/ood_shift.json",
     params:
         python=PYTHON,
         out=lambda wc, output: str(Path(output.metrics).parent),
         run_config=resolved_run_config,
+        skip=skip_arguments(),
         arguments=lambda wc, threads: train_arguments(wc, threads),
     log:
         f"{RESULTS}/logs/train/{{dataset}}/{{arch}}/{{method}}/{{variant}}/d{{density}}/seed{{seed}}.log",
@@ -25,7 +31,8 @@ rule train:
         # a retried job (--retries) gets more time: attempt 2 twice, attempt 3 three times
         runtime=lambda wc, attempt: RESOURCES.get("runtime_min", 60) * attempt,
     shell:
-        "{params.python} -m ssvi train --out {params.out:q} --restart-on-config-change {params.arguments} > {log:q} 2>&1"
+        "{params.python} -m ssvi train --out {params.out:q} --restart-on-config-change --evaluate {params.skip} "
+        "{params.arguments} > {log:q} 2>&1"
 
 
 localrules:
@@ -33,6 +40,6 @@ localrules:
 
 
 rule runs:
-    # every training run of the config, without tables and figures
+    # every training run of the config with its evaluation, without tables and figures
     input:
         all_metrics(),
