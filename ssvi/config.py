@@ -6,12 +6,21 @@ names the key and the allowed values.
 
     cfg = load_config("run.yaml")                 # or RunConfig(method="ssvi", density=0.1)
     cfg = RunConfig.from_dict({"method": "ssvi", "epochs": 5})
+    values = load_yaml("config/paper.yaml")       # any YAML file: duplicate keys refused, 1e-3 is a float
+
+Numbers: PyYAML follows YAML 1.1, which reads ``1e-3`` (no dot) as a string. :func:`load_yaml` and
+``--set`` read such exponent forms as floats, and float/int keys of a run config also accept them as
+strings (configs loaded by other YAML readers, e.g. snakemake's); :func:`coerce_numbers` does that for
+any nested config.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from dataclasses import dataclass, field, fields
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +29,14 @@ import yaml
 from .errors import UserError
 
 PRECISIONS = ("fp32", "bf16")
+SEED_LIMIT = 2**32  # numpy's legacy seeding, which seed_everything uses, takes seeds below 2**32
+# sigma = softplus(rho) is initialised as rho = log(expm1(sigma)), which overflows float32 from sigma ~ 88.7;
+# a weight std of 10 is already far beyond any useful posterior
+SIGMA_MAX = 10.0
+DEVICE_FORM = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 # keys that may change between a run and its resumption without changing its results
-ENVIRONMENT_KEYS = ("data_dir", "download", "device", "threads", "data_on_device")
+# (min_subspace_updates only decides whether a run is accepted)
+ENVIRONMENT_KEYS = ("data_dir", "download", "device", "threads", "data_on_device", "min_subspace_updates")
 
 
 def opt(default: Any, help: str) -> Any:
@@ -75,6 +90,7 @@ class RunConfig:
     sigma_init_std: float = opt(5e-4, 'spread of the initial sigma')
     # --- sparse subspace ------------------------------------------------------------------------
     delta_t: int = opt(100, 'steps between subspace updates (and gradual pruning steps)')
+    min_subspace_updates: int = opt(1, 'ssvi / gradual_pruning refuse a run with fewer subspace updates (pruning steps); 0 = none needed')
     t_end_frac: float = opt(0.75, 'updates stop at t_end_frac * total steps')
     alpha: float = opt(0.3, 'initial removal fraction (cosine-decayed)')
     criterion: str = opt("SNR_mean_abs", 'removal criterion (ssvi.criteria.CRITERIA)')
@@ -118,10 +134,12 @@ class RunConfig:
 
     def validate(self) -> None:
         from . import criteria, data, models
-        from .methods import get_method, list_methods
-        _check_choice("method", self.method, list_methods())
-        get_method(self.method).check_config(self)
+        from .methods import get_method
+        get_method(self.method).check_config(self)  # an unknown name: ConfigError listing the methods
         _check_choice("dataset", self.dataset, data.list_datasets())
+        if self.arch.startswith(models.TIMM_PREFIX) and not models.is_known_model(self.arch):
+            raise ConfigError(f"arch={self.arch!r} is not a timm model; timm.list_models() lists the names "
+                              f"(e.g. {models.TIMM_PREFIX}resnet18)")
         if not models.is_known_model(self.arch):
             raise ConfigError(f"arch={self.arch!r} is not a registered architecture; "
                               f"allowed: {', '.join(models.list_models())} or timm/<name>")
@@ -131,29 +149,24 @@ class RunConfig:
         _check_range("t_end_frac", self.t_end_frac, 0.0, 1.0)
         _check_range("alpha", self.alpha, 0.0, 1.0)
         _check_range("momentum", self.momentum, 0.0, 1.0, high_open=True)
-        for key in ("lr", "lr_rho", "weight_decay", "kl_scale"):
-            _check_range(key, getattr(self, key), 0.0, float("inf"))
-        for key in ("prior_std", "mu_init_std", "sigma_init", "width", "lam"):
-            _check_range(key, getattr(self, key), 0.0, float("inf"), low_open=True)
-        _check_range("sigma_init_std", self.sigma_init_std, 0.0, float("inf"))
+        # finite bounds far beyond any sensible value: they stop typos and .inf before a job starts
+        for key, low, high, low_open in NUMERIC_BOUNDS:
+            _check_range(key, getattr(self, key), low, high, low_open=low_open)
         for key in ("batch_size", "delta_t", "num_samples", "eval_batch_size"):
             _check_int(key, getattr(self, key), 1)
         _check_int("epochs", self.epochs, 0 if self.method == "posthoc" else 1)
-        _check_int("seed", self.seed, 0)
+        _check_int("seed", self.seed, 0, SEED_LIMIT - 1)
         if self.image_size is not None:
             _check_int("image_size", self.image_size, 4)
         if self.threads is not None:
             _check_int("threads", self.threads, 1)
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
-            raise ConfigError(f"device={self.device!r} is not allowed; allowed: auto, cpu, cuda, cuda:N")
+        if not DEVICE_FORM.fullmatch(self.device):
+            raise ConfigError(f"device={self.device!r} is not allowed; allowed: auto, cpu, cuda, cuda:N (N = 0, 1, ...)")
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
     path = Path(path)
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
+    values = load_yaml(path) or {}
     if not isinstance(values, dict):
         raise ConfigError(f"config file {path} must hold a mapping of keys to values, got {type(values).__name__}")
     values.update(overrides or {})
@@ -161,11 +174,82 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """``key=value`` from the command line; the value is parsed as YAML (so 0.1, true, null work)."""
+    """``key=value`` from the command line; the value is parsed as YAML (so 0.1, 1e-3, true, null work)."""
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like key=value")
     key, value = text.split("=", 1)
-    return key.strip(), yaml.safe_load(value)
+    try:
+        return key.strip(), yaml.load(value, Loader=StrictLoader)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({_yaml_problem(error)})") from None
+
+
+# --------------------------------------------------------------------------------------------
+# YAML: exponent floats, no duplicate keys, errors that name the file and line
+# --------------------------------------------------------------------------------------------
+
+# YAML 1.2 floats that YAML 1.1 (PyYAML) reads as strings: an exponent without a dot or without a sign
+EXPONENT_FLOAT = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+")
+
+
+class StrictLoader(yaml.SafeLoader):
+    """SafeLoader that reads ``1e-3`` as a float and refuses a key given twice in one mapping."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if not isinstance(key, Hashable):
+                continue  # SafeLoader itself refuses it below, with its own message
+            if key in seen:
+                raise DuplicateKeyError(key, seen[key], line)
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float", EXPONENT_FLOAT, list("-+0123456789."))
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    def __init__(self, key: Any, first: int, second: int):
+        super().__init__(f"key {key!r} appears twice (lines {first} and {second}); keep one")
+
+
+def load_yaml(path: str | Path) -> Any:
+    """A YAML file read with :class:`StrictLoader`; every problem is a ConfigError naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory; name a YAML file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"config file {path} cannot be read ({getattr(error, 'strerror', None) or error})") from None
+    try:
+        return yaml.load(text, Loader=StrictLoader)
+    except DuplicateKeyError as error:
+        raise ConfigError(f"config file {path}: {error}") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {path}{where} is not valid YAML ({_yaml_problem(error)}); fix the file") from None
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    return getattr(error, "problem", None) or str(error).splitlines()[0]
+
+
+def coerce_numbers(value: Any) -> Any:
+    """``value`` with every string of an exponent float (``"1e-3"``) made a float, in nested dicts and lists."""
+    if isinstance(value, dict):
+        return {k: coerce_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [coerce_numbers(v) for v in value]
+    if isinstance(value, str) and EXPONENT_FLOAT.fullmatch(value.strip()):
+        return float(value)
+    return value
 
 
 # --------------------------------------------------------------------------------------------
@@ -173,11 +257,20 @@ def parse_override(text: str) -> tuple[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 _FIELD_TYPES = {f.name: f.type for f in fields(RunConfig)}
+# (key, low, high, low end open): the numbers without a narrower range in RunConfig.validate
+NUMERIC_BOUNDS = (
+    ("lr", 0.0, 100.0, True), ("lr_rho", 0.0, 100.0, False), ("weight_decay", 0.0, 1.0, False),
+    ("kl_scale", 0.0, 1e6, False), ("prior_std", 0.0, 1e3, True), ("mu_init_std", 0.0, 10.0, True),
+    ("sigma_init", 0.0, SIGMA_MAX, True), ("sigma_init_std", 0.0, SIGMA_MAX, False), ("width", 0.0, 16.0, True),
+    ("lam", 0.0, 1e6, True),
+)
 
 
 def _coerce(key: str, value: Any) -> Any:
-    """YAML gives ints for 1 and floats for 1e-3 etc.; accept ints where floats are expected."""
+    """Accept ints where floats are expected, and numbers given as strings ("1e-3") for number keys."""
     expected = _FIELD_TYPES[key]
+    if ("float" in expected or "int" in expected) and isinstance(value, str):
+        value = _number_from_text(value)
     if "float" in expected and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if expected == "bool" and not isinstance(value, bool):
@@ -204,6 +297,18 @@ def _check_range(key: str, value: Any, low: float, high: float, low_open=False, 
         raise ConfigError(f"{key}={value!r} is out of range; allowed: {interval}")
 
 
-def _check_int(key: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{key}={value!r} must be an integer >= {minimum}")
+def _number_from_text(text: str) -> Any:
+    """The int or float a number key's string spells (``"1e-3"``, ``"5"``); other text unchanged."""
+    for kind in (int, float):
+        try:
+            number = kind(text)
+        except ValueError:
+            continue
+        return number if math.isfinite(number) or kind is int else text  # "inf"/"nan" stay text
+    return text
+
+
+def _check_int(key: str, value: Any, minimum: int, maximum: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (maximum is not None and value > maximum):
+        allowed = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ConfigError(f"{key}={value!r} must be an integer {allowed}")

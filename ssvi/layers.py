@@ -27,7 +27,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .errors import UserError
+
 LRT_EPS = 1e-8  # keeps sqrt differentiable where the variance path is exactly 0
+# redraw rounds for sigma = 0 draws; with a valid sigma_init, even one more round is almost never needed
+MAX_RHO_DRAWS = 100
 MODES = ("lrt", "mean", "sample")
 
 
@@ -46,14 +50,19 @@ def inverse_softplus(sigma: torch.Tensor) -> torch.Tensor:
 
 
 def sample_rho(shape: torch.Size, init: PosteriorInit, generator: torch.Generator | None = None) -> torch.Tensor:
-    """rho = softplus^-1(|N(sigma_mean, sigma_std^2)|), redrawing entries that come out non-finite (sigma = 0)."""
+    """rho = softplus^-1(|N(sigma_mean, sigma_std^2)|), redrawing entries that come out non-finite (sigma = 0,
+    or so large that expm1 overflows); gives up after ``MAX_RHO_DRAWS`` rounds."""
     rho = torch.full(shape, float("nan"))
     bad = torch.ones(shape, dtype=torch.bool)
-    while bad.any():
+    for _ in range(MAX_RHO_DRAWS):
         draw = (init.sigma_mean + init.sigma_std * torch.randn(int(bad.sum()), generator=generator)).abs()
         rho[bad] = inverse_softplus(draw)
         bad = ~torch.isfinite(rho)
-    return rho
+        if not bad.any():
+            return rho
+    raise UserError(f"no finite initial rho after {MAX_RHO_DRAWS} draws of sigma ~ |N(sigma_init={init.sigma_mean}, "
+                    f"sigma_init_std={init.sigma_std}^2)|: float32's softplus inverse overflows beyond ~88 and "
+                    "underflows at 0; lower sigma_init (the recipe's is 6e-4) or sigma_init_std")
 
 
 def gaussian_kl(mu: torch.Tensor, sigma: torch.Tensor, prior_std: float) -> torch.Tensor:

@@ -32,7 +32,11 @@ def list_models() -> list[str]:
 
 
 def is_known_model(name: str) -> bool:
-    return name in MODELS or name.startswith(TIMM_PREFIX)
+    """A registered name, or ``timm/<name>`` of a model in timm's registry (imports timm only then)."""
+    if name.startswith(TIMM_PREFIX):
+        import timm
+        return timm.is_model(name[len(TIMM_PREFIX):])
+    return name in MODELS
 
 
 def create_model(name: str, num_classes: int, width: float = 1.0, in_channels: int = 3, bayesian: bool = True,

@@ -13,16 +13,24 @@ lr schedule, method state, step, FLOPs so far, history and every RNG state; the 
 e is drawn from a generator seeded by (seed, e). Running the same command again resumes from it; a
 finished run (``metrics.json`` present) is not redone. Result files are written before
 ``metrics.json``, which is written last and atomically, so its presence means "finished".
+
+One process per run directory: ``run.lock`` is held with ``flock`` (the OS drops it when the process
+dies, ``kill -9`` included) and names the holder's pid. A run directory whose recorded config differs
+from the requested one is refused before anything is written, or, with ``restart_on_config_change``,
+deleted and started afresh. A run whose loss or weights become non-finite stops with a
+:class:`DivergedError` and keeps no checkpoint (resuming it would diverge the same way).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import json
 import logging
 import math
 import os
+import pickle
 import random
 import sys
 import time
@@ -36,8 +44,9 @@ import torch.nn.functional as F
 import yaml
 
 from . import flops
-from .config import ConfigError, RunConfig, results_config
-from .data import Dataset, iterate_batches, load_dataset
+from .config import DEVICE_FORM, ConfigError, RunConfig, config_differences, describe_differences
+from .batches import iterate_batches
+from .data import Dataset, load_dataset
 from .errors import UserError
 from .evaluate import posterior_generator, posterior_samples, predict
 from .layers import PosteriorInit, set_mode, total_kl, variational_parameter_groups
@@ -54,14 +63,18 @@ PREDICTIONS = "predictions.pt"
 FINAL_MODEL = "model.pt"
 SUBSPACE_RECORDS = "subspace.json"
 RESOLVED_CONFIG = "config.yaml"
+LOCK_FILE = "run.lock"
+# what --restart-on-config-change deletes: everything derived from the old config (train.log stays)
+RUN_FILES = (CHECKPOINT, METRICS, PREDICTIONS, FINAL_MODEL, SUBSPACE_RECORDS, "ood_shift.json", RESOLVED_CONFIG,
+             "model_compact.pt")
 
 
-class NonFiniteLossError(RuntimeError):
-    pass
+class DivergedError(UserError, RuntimeError):
+    """The loss, weights or predictions became non-finite."""
 
 
 class RunConflictError(UserError, RuntimeError):
-    pass
+    """The run directory holds another run, or another process is using it."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -72,22 +85,17 @@ def memory_format(cfg: RunConfig) -> torch.memory_format:
     return torch.channels_last if cfg.channels_last else torch.contiguous_format
 
 
-def check_memory_format(model: nn.Module, cfg: RunConfig, device: torch.device) -> None:
-    """Refuse channels-last on a CPU for convolutions PyTorch's CPU backward gets wrong.
+def check_memory_format(cfg: RunConfig, device: torch.device) -> None:
+    """Refuse channels-last on a CPU, for every model.
 
-    Measured with torch 2.14.1: the weight gradient of a channels-last 1x1 stride-2 convolution with
-    2-7 input channels is silently wrong (often, not always: it varies from call to call), e.g. the
-    shortcuts of a ResNet-18 at width 1/16. GPUs are not affected, and on CPUs channels-last is slower anyway.
+    With torch 2.14.1, PyTorch's CPU channels-last convolution backward gives silently wrong weight
+    gradients for some shapes, depending on the CPU: 1x1 stride-2 convolutions with 2-7 input channels
+    here, the 3-input-channel stem on an AVX-512 Xeon. On CPUs channels-last is slower anyway (0.62x).
     """
-    if not cfg.channels_last or device.type != "cpu":
-        return
-    hit = [name for name, m in model.named_modules()
-           if getattr(m, "kernel_size", None) in ((1, 1), 1) and getattr(m, "stride", 1) not in (1, (1, 1))
-           and 2 <= getattr(m, "in_channels", 0) <= 7]
-    if hit:
-        raise ConfigError(f"channels_last on a CPU: PyTorch's CPU convolution gives wrong weight gradients for "
-                          f"channels-last 1x1 strided convolutions with 2-7 input channels ({', '.join(hit)}); "
-                          "use channels_last on a GPU (on CPUs it is slower anyway) or a wider model")
+    if cfg.channels_last and device.type == "cpu":
+        raise ConfigError("channels_last=True is for GPUs: on a CPU it is slower and PyTorch's CPU channels-last "
+                          "convolution gives wrong weight gradients for some shapes; set channels_last: false "
+                          "or run on a GPU")
 
 
 def mixed_precision(cfg: RunConfig, device: torch.device) -> contextlib.AbstractContextManager:
@@ -98,11 +106,20 @@ def mixed_precision(cfg: RunConfig, device: torch.device) -> contextlib.Abstract
 
 
 def resolve_device(name: str) -> torch.device:
+    if not DEVICE_FORM.fullmatch(name):
+        raise ConfigError(f"device={name!r} is not allowed; allowed: auto, cpu, cuda, cuda:N (N = 0, 1, ...)")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device={name!r} was asked for but CUDA is not available; use device: auto or cpu")
+    if device.type != "cuda":
+        return device
+    if not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} was asked for but CUDA is not available on this machine; "
+                          "use --set device=cpu (or device: auto), or run on a GPU node")
+    count = torch.cuda.device_count()
+    if device.index is not None and device.index >= count:
+        raise ConfigError(f"device={name!r}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}; "
+                          "pick one of them or device: cuda")
     return device
 
 
@@ -145,6 +162,7 @@ def build_run(cfg: RunConfig, data: Dataset | None = None) -> Run:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
+    check_memory_format(cfg, device)
     seed_everything(cfg.seed)
     if data is None:
         data = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download, image_size=cfg.image_size)
@@ -152,7 +170,6 @@ def build_run(cfg: RunConfig, data: Dataset | None = None) -> Run:
         data = dataclasses.replace(data, x_train=data.x_train.to(device), y_train=data.y_train.to(device))
     init = PosteriorInit(cfg.mu_init_std, cfg.sigma_init, cfg.sigma_init_std)
     model = create_model(cfg.arch, data.num_classes, cfg.width, data.in_channels, bayesian=True, init=init)
-    check_memory_format(model, cfg, device)
     model = model.to(device, memory_format=memory_format(cfg))
     mu_and_deterministic, rho = variational_parameter_groups(model)
     optimizer = torch.optim.SGD([
@@ -210,11 +227,21 @@ def save_checkpoint(run: Run, path: Path) -> None:
     atomic_write(path, lambda p: torch.save(state, p))
 
 
+def read_checkpoint(path: Path, map_location: torch.device | str, mmap: bool = False) -> dict:
+    """A checkpoint's state; a file that cannot be read as one is a UserError naming the file to delete."""
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False, mmap=mmap)
+        state["config"]
+    # what torch.load and unpickling raise for truncated, overwritten or foreign files
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, TypeError, pickle.UnpicklingError) as error:
+        reason = (str(error).splitlines() or [type(error).__name__])[0]
+        raise UserError(f"{path} is truncated or corrupt ({reason}); delete it to restart this run from scratch: "
+                        f"rm {path}") from error
+    return state
+
+
 def load_checkpoint(run: Run, path: Path) -> None:
-    state = torch.load(path, map_location=run.device, weights_only=False)
-    if results_config(state["config"]) != results_config(run.cfg.to_dict()):
-        raise RunConflictError(f"{path} belongs to a run with a different configuration; "
-                               "use another --out directory or delete it to start over")
+    state = read_checkpoint(path, run.device)
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
@@ -263,12 +290,25 @@ def train_one_epoch(run: Run) -> dict:
             progress(f"epoch {epoch}/{cfg.epochs} step {i}/{run.steps_per_epoch} loss {loss.item():.4f}")
     loss_mean, ce_mean, kl_mean = (sums / seen).tolist()
     if not math.isfinite(loss_mean):
-        raise NonFiniteLossError(f"the training loss became non-finite ({loss_mean}) in epoch {epoch} "
-                                 f"(lr={cfg.lr}, kl_scale={cfg.kl_scale}, sigma_init={cfg.sigma_init}); "
-                                 "no result was written")
+        raise diverged(cfg, f"in epoch {epoch}: the loss became non-finite ({loss_mean})")
     lr = run.optimizer.param_groups[0]["lr"]
     run.scheduler.step()
     return {"epoch": epoch, "loss": loss_mean, "ce": ce_mean, "kl": kl_mean, "kl_weight": beta, "lr": lr}
+
+
+def diverged(cfg: RunConfig, what: str) -> DivergedError:
+    return DivergedError(f"training diverged {what} (lr={cfg.lr}, kl_scale={cfg.kl_scale}, "
+                         f"sigma_init={cfg.sigma_init}); lower lr or kl_scale (or sigma_init)")
+
+
+def check_finite_state(run: Run) -> None:
+    """The loss of the epoch's last step comes before its update: check what the update left (one sync)."""
+    floats = {name: t for name, t in run.model.state_dict().items() if t.is_floating_point()}
+    finite = torch.stack([torch.isfinite(t).all() for t in floats.values()]).tolist()
+    bad = [name for name, ok in zip(floats, finite) if not ok]
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise diverged(run.cfg, f"in epoch {run.epoch}: non-finite weights in {shown}")
 
 
 def test_accuracy(run: Run) -> float:
@@ -289,6 +329,8 @@ def evaluate(run: Run) -> tuple[dict, dict]:
     sample_probs = posterior_samples(run.model, data.x_test, data.y_test, num_samples=cfg.num_samples,
                                      generator=posterior_generator(cfg.seed), **common)
     predictive = sample_probs.mean(0)
+    if not (torch.isfinite(predictive).all() and torch.isfinite(mean_probs).all()):
+        raise diverged(cfg, "to weights whose predictions are non-finite")
     metrics = classification_metrics(predictive, data.y_test)
     metrics["mean_weight"] = classification_metrics(mean_probs, data.y_test)
     predictions = {"labels": data.y_test, "predictive_probs": predictive, "mean_weight_probs": mean_probs,
@@ -303,6 +345,7 @@ def write_results(run: Run, out: Path, metrics: dict, predictions: dict) -> dict
         "method": cfg.method, "dataset": cfg.dataset, "arch": cfg.arch, "width": cfg.width, "seed": cfg.seed,
         "density": method.density(), "target_density": cfg.density if method.layers else 1.0,
         "epochs": cfg.epochs, "steps": run.step,
+        "mask_updates": len(method.records),  # subspace updates (ssvi) or pruning steps (gradual_pruning) made
         **{k: metrics[k] for k in ("acc", "nll", "ece", "ece_ssvi", "brier", "nll_floor_hits")},
         "mean_weight": metrics["mean_weight"],
         "train_flops": method.initial_train_flops() + run.train_flops,
@@ -333,22 +376,86 @@ def attach_log_file(out: Path) -> logging.Handler:
     return handler
 
 
-def run(cfg: RunConfig, out: str | Path) -> dict:
-    """Train and evaluate one run into ``out``; resume or skip if ``out`` already holds it."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    if (out / METRICS).exists():
-        finished = json.loads((out / METRICS).read_text())
-        if results_config(finished["config"]) != results_config(cfg.to_dict()):
-            raise RunConflictError(f"{out / METRICS} holds a finished run with a different configuration")
-        log.info("run in %s is already finished; nothing to do", out)
-        return finished
-    handler = attach_log_file(out)
+def make_run_directory(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; --out must name a directory")
     try:
-        return _train_and_evaluate(cfg, out)
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create the run directory {out} ({error.strerror}); choose a --out you can write to") from None
+
+
+@contextlib.contextmanager
+def run_directory_lock(out: Path):
+    """Hold ``out/run.lock`` exclusively (``flock``: released by the OS when the process dies) and write our pid."""
+    try:
+        fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise UserError(f"cannot write to the run directory {out} ({error.strerror}); choose a --out you can write to") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise RunConflictError(f"{out} is in use by another ssvi train (pid {holder}); "
+                                   "wait for it to finish, or use another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
     finally:
-        log.removeHandler(handler)
-        handler.close()
+        os.close(fd)  # drops the lock
+
+
+def recorded_config(out: Path) -> dict | None:
+    """The config of the run ``out`` holds (finished or checkpointed), if any."""
+    if (out / METRICS).exists():
+        try:
+            return json.loads((out / METRICS).read_text())["config"]
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise UserError(f"{out / METRICS} is corrupt ({error}); delete it to redo this run's evaluation: "
+                            f"rm {out / METRICS}") from None
+    if (out / CHECKPOINT).exists():
+        return read_checkpoint(out / CHECKPOINT, "cpu", mmap=True)["config"]  # mmap: reads only what it uses
+    return None
+
+
+def check_same_run(cfg: RunConfig, out: Path, restart_on_config_change: bool) -> None:
+    """Refuse (or, when asked, delete) a run in ``out`` recorded with another config; writes nothing otherwise."""
+    recorded = recorded_config(out)
+    differences = config_differences(recorded, cfg.to_dict()) if recorded is not None else {}
+    if not differences:
+        return
+    if not restart_on_config_change:
+        raise RunConflictError(f"{out} holds a run with another configuration ({describe_differences(differences)}); "
+                               "use another --out, or add --restart-on-config-change to delete that run and start over")
+    for name in RUN_FILES:
+        (out / name).unlink(missing_ok=True)
+    log.info("configuration changed (%s): deleted the old run's files, starting fresh", describe_differences(differences))
+
+
+def run(cfg: RunConfig, out: str | Path, restart_on_config_change: bool = False) -> dict:
+    """Train and evaluate one run into ``out``; resume or skip if ``out`` already holds it.
+
+    A run recorded in ``out`` with another config raises RunConflictError, or is deleted and started
+    afresh with ``restart_on_config_change``."""
+    out = Path(out)
+    make_run_directory(out)
+    with run_directory_lock(out):
+        handler = attach_log_file(out)
+        try:
+            check_same_run(cfg, out, restart_on_config_change)
+            if (out / METRICS).exists():
+                log.info("run in %s is already finished; nothing to do", out)
+                return json.loads((out / METRICS).read_text())
+            try:
+                return _train_and_evaluate(cfg, out)
+            except DivergedError as error:
+                (out / CHECKPOINT).unlink(missing_ok=True)
+                raise DivergedError(f"{error} and run again: no checkpoint was kept, since resuming it would "
+                                    "diverge the same way") from error
+        finally:
+            log.removeHandler(handler)
+            handler.close()
 
 
 def _train_and_evaluate(cfg: RunConfig, out: Path) -> dict:
@@ -366,6 +473,7 @@ def _train_and_evaluate(cfg: RunConfig, out: Path) -> dict:
         started = time.perf_counter()
         row = train_one_epoch(run_)
         run_.epoch += 1
+        check_finite_state(run_)
         row.update(test_acc=test_accuracy(run_), density=run_.method.density(), train_flops=run_.train_flops,
                    seconds=time.perf_counter() - started)
         run_.wall_time += row["seconds"]

@@ -138,3 +138,38 @@ def test_evaluate_on_a_missing_run_directory_is_one_line(tmp_path, capsys):
     assert main(["evaluate", "--run", str(missing)]) == 2
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"ssvi: error: {missing} ") and "ssvi train" in lines[0]
+
+
+# --------------------------------------------------------------------------------------------
+# `ssvi train --evaluate`: the workflow's one process per run
+# --------------------------------------------------------------------------------------------
+
+def _train_arguments(out: Path, data_dir: Path, *extra: str) -> list[str]:
+    sets = [f"{key}={json.dumps(value)}" for key, value in {**TINY, "dataset": "cifar10", "data_dir": str(data_dir)}.items()]
+    return ["train", "--out", str(out), *[word for s in sets for word in ("--set", s)], *extra]
+
+
+def test_train_then_evaluate_in_one_process_equals_the_separate_evaluation(cifar10_run, tmp_path):
+    run_dir, data_dir, _ = cifar10_run
+    out = tmp_path / "run"
+    assert main(_train_arguments(out, data_dir, "--evaluate", "--skip", "cifar10c")) == 0
+    together = json.loads((out / RESULT_FILE).read_text())
+    (out / RESULT_FILE).unlink()
+    assert main(["evaluate", "--run", str(out), "--skip", "cifar10c"]) == 0
+    separate = json.loads((out / RESULT_FILE).read_text())
+    assert together["ood"] == separate["ood"] and together["not_evaluated"] == ["cifar10c"] == separate["not_evaluated"]
+
+
+def test_train_with_evaluate_checks_the_evaluation_data_before_training(cifar10_run, tmp_path, capsys):
+    _, data_dir, _ = cifar10_run
+    partial = _only(data_dir, tmp_path, "cifar-10-batches-py", "cifar-100-python")
+    out = tmp_path / "run"
+    assert main(_train_arguments(out, partial, "--evaluate")) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("ssvi: error: evaluation data of cifar10 missing: svhn") and "--skip svhn" in error
+    assert not (out / "checkpoint.pt").exists() and not (out / "metrics.json").exists()  # nothing was trained
+
+
+def test_skip_without_evaluate_is_refused(tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path / "run"), "--skip", "svhn"]) == 2
+    assert "--skip only applies with --evaluate" in capsys.readouterr().err

@@ -1,5 +1,12 @@
-"""The trainer's speed options (the GPU fast path) against the plain path: same batches, same step up to
-rounding, the LRT variance path kept in fp32 under bf16 autocast, and no Python-side host syncs per step."""
+"""The trainer's speed options (the GPU fast path) against the plain path: same batches, the LRT variance
+path kept in fp32 under bf16 autocast, channels-last refused on CPUs, exact subspace updates of
+channels-last weights, and no Python-side host syncs per step.
+
+    python -m pytest tests/test_fast_path.py -x -q
+
+No test here compares two CPU code paths to a rounding tolerance: their rounding depends on the CPU
+model (AVX2 vs AVX-512). The channels-last training step is compared to the plain one on a GPU only.
+"""
 
 import copy
 import dataclasses
@@ -7,7 +14,7 @@ import dataclasses
 import pytest
 import torch
 
-from ssvi import data as data_module
+from ssvi import batches as batching
 from ssvi.bench import SPEED_VARIANTS, synthetic_cifar
 from ssvi.config import ConfigError, RunConfig
 from ssvi.layers import BayesConv2d, bayesian_layers
@@ -81,25 +88,26 @@ def test_bf16_training_epoch_is_close_to_fp32():
     assert abs(mixed["kl"] / plain["kl"] - 1) < 0.01
 
 
-def test_channels_last_matches_the_contiguous_step(monkeypatch):
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: channels-last is refused on CPUs")
+def test_channels_last_matches_the_contiguous_step_on_gpu(monkeypatch):
     # randn_like fills memory in storage order, so channels-last draws the same LRT noise values at
     # other positions: an equally valid sample. Drawing noise in logical order for both runs leaves
     # only rounding between them.
     randn_like = torch.randn_like
     monkeypatch.setattr(torch, "randn_like", lambda t: randn_like(t.contiguous()).to(memory_format=_format_of(t)))
-    # one step from identical weights: later steps would add the rounding of a different conv
-    # algorithm on top (at width 1/8 that reaches ~1e-5 of the loss within 3 steps)
-    no_updates, one_batch = {"delta_t": 1000}, _tiny_data(32)
-    plain_run, plain = _one_epoch(no_updates, data=one_batch)
-    fast_run, fast = _one_epoch({**no_updates, "channels_last": True}, data=one_batch)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # TF32 rounding would swamp the comparison
+    # one step from identical weights: later steps would add the rounding of a different conv algorithm
+    no_updates, one_batch, cuda = {"delta_t": 1000, "min_subspace_updates": 0}, _tiny_data(32), {"device": "cuda"}
+    plain_run, plain = _one_epoch({**no_updates, **cuda}, data=one_batch)
+    fast_run, fast = _one_epoch({**no_updates, **cuda, "channels_last": True}, data=one_batch)
     assert plain_run.step == fast_run.step == 1
     for name, layer in bayesian_layers(fast_run.model).items():
         if layer.weight_mu.dim() == 4:
             assert layer.weight_mu.is_contiguous(memory_format=torch.channels_last), name
             assert layer.mask.is_contiguous(memory_format=torch.channels_last), name
-    assert fast["loss"] == pytest.approx(plain["loss"], rel=1e-6)
+    assert fast["loss"] == pytest.approx(plain["loss"], rel=1e-5)
     for (name, p), q in zip(plain_run.model.named_parameters(), fast_run.model.parameters(), strict=True):
-        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-7, msg=name)
+        torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_subspace_update_of_channels_last_weights_is_exact():
@@ -120,10 +128,10 @@ def test_subspace_update_of_channels_last_weights_is_exact():
         assert torch.equal(getattr(fast, attr), getattr(plain, attr)), attr
 
 
-def test_channels_last_on_cpu_refuses_convolutions_pytorch_gets_wrong():
-    # width 1/16: the 1x1 stride-2 shortcut of layer2 has 4 input channels (see check_memory_format)
-    cfg = RunConfig.from_dict({**TINY, "width": 0.0625, "channels_last": True})
-    with pytest.raises(ConfigError, match="layer2.0.shortcut.0"):
+@pytest.mark.parametrize("arch, width", [("resnet18", 0.125), ("resnet18", 0.0625), ("vgg16", 0.125)])
+def test_channels_last_is_refused_on_cpu_for_every_model(arch, width):
+    cfg = RunConfig.from_dict({**TINY, "arch": arch, "width": width, "channels_last": True})
+    with pytest.raises(ConfigError, match="channels_last=True is for GPUs: on a CPU it is slower"):
         build_run(cfg, data=_tiny_data())
     build_run(dataclasses.replace(cfg, channels_last=False), data=_tiny_data())
 
@@ -143,12 +151,12 @@ def test_data_on_device_gives_the_same_epoch():
 def test_iterate_batches_follows_the_epoch_plan():
     x = torch.rand(10, 1, 6, 6)
     y = torch.arange(10)
-    plan = data_module.draw_epoch_plan(10, shuffle=True, augment=True, generator=torch.Generator().manual_seed(4))
-    batches = list(data_module.iterate_batches(x, y, 4, mean=(0.0,), std=(1.0,), shuffle=True, augment=True,
+    plan = batching.draw_epoch_plan(10, shuffle=True, augment=True, generator=torch.Generator().manual_seed(4))
+    batches = list(batching.iterate_batches(x, y, 4, mean=(0.0,), std=(1.0,), shuffle=True, augment=True,
                                                generator=torch.Generator().manual_seed(4)))
     xs, ys = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
     assert torch.equal(ys, plan.order)
-    expected = data_module.hflip(data_module.crop(x[plan.order], data_module.CROP_PADDING, plan.crop_offsets),
+    expected = batching.hflip(batching.crop(x[plan.order], batching.CROP_PADDING, plan.crop_offsets),
                                  plan.flips)
     assert torch.equal(xs, expected)
 
@@ -158,7 +166,8 @@ HOST_SYNC_METHODS = ("item", "tolist", "numpy", "__bool__", "__int__", "__float_
 
 def test_training_steps_make_no_python_host_syncs(monkeypatch):
     """Python-level conversions of tensors to host values stall a GPU step; only the epoch summary may."""
-    cfg = RunConfig.from_dict({**TINY, "method": "ssvi", "delta_t": 1000, **SPEED_VARIANTS["fast"]})
+    # every speed option a CPU allows (channels-last is GPU-only)
+    cfg = RunConfig.from_dict({**TINY, "method": "ssvi", "delta_t": 1000, "min_subspace_updates": 0, **SPEED_VARIANTS["fast"], "channels_last": False})
     data = _tiny_data(32 * 5)
     run = build_run(cfg, data=data)
     run.method.initialize(run.model)

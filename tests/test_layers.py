@@ -1,4 +1,9 @@
-"""Bayesian layers: LRT moments vs brute-force weight sampling, KL vs torch.distributions, modes, bayesianize."""
+"""Bayesian layers: LRT moments vs brute-force weight sampling, KL vs torch.distributions, modes, bayesianize.
+
+    python -m pytest tests/test_layers.py -x -q
+"""
+
+import signal
 
 import pytest
 import torch
@@ -6,6 +11,7 @@ import torch.nn as nn
 from torch.distributions import Normal, kl_divergence
 
 from ssvi.bayesianize import bayesianize
+from ssvi.errors import UserError
 from ssvi.layers import (BayesConv2d, BayesLinear, PosteriorInit, inverse_softplus, resample, sample_rho, set_mode,
                          total_kl)
 
@@ -86,3 +92,18 @@ def test_bayesianize_keeps_shapes_and_deterministic_parts():
     out = model(torch.randn(2, 3, 8, 8))
     assert out.shape == (2, 5)
     assert total_kl(model, 0.005) > 0
+
+
+def test_sample_rho_gives_up_after_bounded_redraws():
+    # softplus^-1(1000) = log(expm1(1000)) overflows float32 on every draw; it used to redraw forever
+    def give_up(signum, frame):
+        raise TimeoutError("sample_rho is still redrawing after 60 s")
+
+    previous = signal.signal(signal.SIGALRM, give_up)
+    signal.alarm(60)
+    try:
+        with pytest.raises(UserError, match=r"sigma_init=1000.0, .*lower sigma_init"):
+            sample_rho(torch.Size([10]), PosteriorInit(sigma_mean=1000.0, sigma_std=1.0))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

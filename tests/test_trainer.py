@@ -1,6 +1,11 @@
-"""Runner: kill-and-resume equality, finished runs not redone, non-finite guard, checkpoint round-trip."""
+"""Runner: kill-and-resume equality, finished runs not redone, config conflicts and restarts, divergence
+guards, checkpoint round-trip.
+
+    python -m pytest tests/test_trainer.py -x -q
+"""
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -10,10 +15,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
+from ssvi import trainer
 from ssvi.config import RunConfig
-from ssvi.trainer import (CHECKPOINT, METRICS, NonFiniteLossError, RunConflictError, build_run, load_checkpoint, run,
-                          save_checkpoint, train_one_epoch)
+from ssvi.trainer import (CHECKPOINT, METRICS, RESOLVED_CONFIG, DivergedError, RunConflictError, build_run,
+                          load_checkpoint, run, save_checkpoint, train_one_epoch)
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = {"width": 0.125, "image_size": 8, "epochs": 4, "delta_t": 3, "threads": 1, "num_samples": 3}
@@ -65,15 +72,71 @@ def test_finished_run_is_not_redone_and_conflicts_are_refused(tmp_path):
     mtime = (tmp_path / METRICS).stat().st_mtime_ns
     assert run(cfg, tmp_path) == first
     assert (tmp_path / METRICS).stat().st_mtime_ns == mtime
-    with pytest.raises(RunConflictError):
+    with pytest.raises(RunConflictError) as error:
         run(RunConfig.from_dict({**TINY, "epochs": 1, "seed": 1}), tmp_path)
+    assert "(seed: 0 -> 1)" in str(error.value) and "--restart-on-config-change" in str(error.value)
 
 
-def test_non_finite_loss_stops_without_result(tmp_path):
-    cfg = RunConfig.from_dict({**TINY, "epochs": 2, "lr": 1e12, "method": "dense_vi"})
-    with pytest.raises(NonFiniteLossError, match="non-finite"):
+def _unfinished_run(cfg: RunConfig, out: Path) -> None:
+    """A run killed after its last checkpoint: everything but the result files."""
+    run(cfg, out)
+    for name in (METRICS, "predictions.pt", "model.pt", "subspace.json"):
+        (out / name).unlink()
+
+
+def test_conflicting_config_on_an_unfinished_run_leaves_its_files_alone(tmp_path):
+    cfg = RunConfig.from_dict({**TINY, "epochs": 1})
+    _unfinished_run(cfg, tmp_path)
+    recorded = (tmp_path / RESOLVED_CONFIG).read_text()
+    with pytest.raises(RunConflictError) as error:
+        run(RunConfig.from_dict({**TINY, "epochs": 1, "lr": 0.05, "seed": 2}), tmp_path)
+    assert f"{tmp_path} holds a run with another configuration (lr: 0.01 -> 0.05, seed: 0 -> 2)" in str(error.value)
+    assert (tmp_path / RESOLVED_CONFIG).read_text() == recorded
+    assert run(cfg, tmp_path)["config"] == cfg.to_dict()  # the recorded run still resumes
+
+
+def test_restart_on_config_change_deletes_the_old_run_and_starts_fresh(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="ssvi")  # as the CLI does without --quiet
+    old, new = RunConfig.from_dict({**TINY, "epochs": 1}), RunConfig.from_dict({**TINY, "epochs": 1, "seed": 1})
+    run(old, tmp_path)
+    (tmp_path / "ood_shift.json").write_text("{}")
+    result = run(new, tmp_path, restart_on_config_change=True)
+    assert result["config"] == new.to_dict() and len(result["history"]) == 1
+    assert not (tmp_path / "ood_shift.json").exists()
+    assert yaml.safe_load((tmp_path / RESOLVED_CONFIG).read_text()) == new.to_dict()
+    assert "configuration changed (seed: 0 -> 1): deleted the old run's files, starting fresh" in (
+        tmp_path / "train.log").read_text()
+    assert run(new, tmp_path, restart_on_config_change=True) == result  # same config: nothing to redo
+
+
+def test_non_finite_loss_stops_without_result_or_checkpoint(tmp_path):
+    cfg = RunConfig.from_dict({**TINY, "epochs": 2, "lr": 100.0, "method": "dense_vi"})
+    with pytest.raises(DivergedError, match=r"training diverged in epoch 1: the loss became non-finite \(nan\)"):
         run(cfg, tmp_path)
-    assert not (tmp_path / METRICS).exists()
+    assert not (tmp_path / METRICS).exists() and not (tmp_path / CHECKPOINT).exists()
+
+
+def test_weights_that_diverge_on_the_last_step_are_reported_and_not_kept(tmp_path, monkeypatch):
+    real_epoch = trainer.train_one_epoch
+
+    def last_step_diverges(run_):
+        row = real_epoch(run_)  # the epoch's mean loss is finite: only the last step's update blew up
+        if row["epoch"] == 2:
+            with torch.no_grad():
+                run_.model.linear.weight_mu.fill_(float("inf"))
+        return row
+
+    monkeypatch.setattr(trainer, "train_one_epoch", last_step_diverges)
+    cfg = RunConfig.from_dict({**TINY, "epochs": 2})
+    with pytest.raises(DivergedError) as error:
+        run(cfg, tmp_path)
+    assert str(error.value) == (
+        "training diverged in epoch 2: non-finite weights in linear.weight_mu (lr=0.01, kl_scale=0.01, "
+        "sigma_init=0.0006); lower lr or kl_scale (or sigma_init) and run again: no checkpoint was kept, "
+        "since resuming it would diverge the same way")
+    assert not (tmp_path / METRICS).exists() and not (tmp_path / CHECKPOINT).exists()
+    monkeypatch.undo()
+    assert run(cfg, tmp_path)["acc"] >= 0  # the retry starts over instead of failing the same way
 
 
 def test_checkpoint_round_trip(tmp_path):
