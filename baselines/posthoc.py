@@ -15,7 +15,7 @@ import torch
 from ssvi.config import ConfigError
 from ssvi.methods import Method, register_method
 from ssvi.subspace import select_sparse_layers, set_masks, top_score_mask
-from ssvi.trainer import FINAL_MODEL, METRICS
+from ssvi.rundir import FINAL_MODEL, METRICS
 
 PRUNING_CRITERION = "snr"
 MUST_MATCH = ("dataset", "arch", "width", "image_size", "seed")

@@ -44,7 +44,8 @@ from .evaluate import posterior_generator, posterior_samples
 from .metrics import classification_metrics, ood_metrics, uncertainty_scores
 from .models import create_model
 from .provenance import provenance
-from .trainer import FINAL_MODEL, METRICS, atomic_write_text, resolve_device
+from .rundir import FINAL_MODEL, METRICS, atomic_write_text
+from .trainer import resolve_device
 
 log = logging.getLogger("ssvi")
 

@@ -23,7 +23,8 @@ from ssvi.evaluate import posterior_generator, posterior_samples
 from ssvi.metrics import ood_metrics, uncertainty_scores
 from ssvi.shift import (RESULT_FILE, SEVERITIES, datasets_to_verify, evaluate_run, evaluation_sets,
                         load_finished_run, natural_patches)
-from ssvi.trainer import PREDICTIONS, run
+from ssvi.rundir import PREDICTIONS
+from ssvi.trainer import run
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
 import fake_datasets as fake  # noqa: E402

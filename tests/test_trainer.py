@@ -19,8 +19,8 @@ import yaml
 
 from ssvi import trainer
 from ssvi.config import RunConfig
-from ssvi.trainer import (CHECKPOINT, METRICS, RESOLVED_CONFIG, DivergedError, RunConflictError, build_run,
-                          load_checkpoint, run, save_checkpoint, train_one_epoch)
+from ssvi.rundir import CHECKPOINT, METRICS, RESOLVED_CONFIG, RunConflictError, load_checkpoint, save_checkpoint
+from ssvi.trainer import DivergedError, build_run, run, train_one_epoch
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = {"width": 0.125, "image_size": 8, "epochs": 4, "delta_t": 3, "threads": 1, "num_samples": 3}

@@ -117,22 +117,21 @@ def _floats(text: str) -> list[float]:
     return [float(v) for v in text.split(",") if v.strip()]
 
 
-def _names(text: str) -> list[str]:
+def _choices(text: str, known, what: str) -> list[str]:
+    """Comma-separated names, each one of ``known``."""
     names = [v.strip() for v in text.split(",") if v.strip()]
-    unknown = [n for n in names if n not in ALL_ROUTES]
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise argparse.ArgumentTypeError(f"unknown route(s) {unknown}; known: {', '.join(ALL_ROUTES)}")
+        raise argparse.ArgumentTypeError(f"unknown {what}(s) {unknown}; known: {', '.join(known)}")
     return names
+
+
+def _names(text: str) -> list[str]:
+    return _choices(text, ALL_ROUTES, "route")
 
 
 def _variants(text: str) -> list[str]:
-    if text.strip() == "all":
-        return list(SPEED_VARIANTS)
-    names = [v.strip() for v in text.split(",") if v.strip()]
-    unknown = [n for n in names if n not in SPEED_VARIANTS]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown speed variant(s) {unknown}; known: {', '.join(SPEED_VARIANTS)}")
-    return names
+    return list(SPEED_VARIANTS) if text.strip() == "all" else _choices(text, list(SPEED_VARIANTS), "speed variant")
 
 
 def _levels(text: str) -> list[int]:
