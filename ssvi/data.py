@@ -11,7 +11,7 @@ What this module provides
   ========== ===================================================== ======== =========
   name       source                                                 augment  mean/std
   ========== ===================================================== ======== =========
-  digits     scikit-learn ``load_digits`` (ships with sklearn)      no       train split
+  digits     scikit-learn's ``digits.csv.gz`` (ships with sklearn)  no       train split
   cifar10    torchvision ``CIFAR10`` (python version)               yes      reference
   cifar100   torchvision ``CIFAR100`` (python version)              yes      reference
   svhn       torchvision ``SVHN`` (``<data_dir>/svhn/*.mat``)       no       standard
@@ -41,6 +41,9 @@ node (``python -m ssvi data --dataset NAME --data-dir DIR --download``) and copi
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,9 +82,10 @@ CIFAR100_STD: tuple[float, float, float] = (0.2673, 0.2564, 0.2762)
 SVHN_MEAN: tuple[float, float, float] = (0.4377, 0.4438, 0.4728)
 SVHN_STD: tuple[float, float, float] = (0.1980, 0.2010, 0.1970)
 
-# digits: the fixed split and default upsampled size (8x8 is too small for a ResNet stem).
-DIGITS_TEST_SIZE = 360
-DIGITS_SPLIT_SEED = 0
+# digits: the fixed split (train_test_split(test_size=360, stratify=labels, random_state=0), stored as row
+# indices so that loading needs no scikit-learn import, ~2 s of every job) and the default upsampled size
+# (8x8 is too small for a ResNet stem).
+DIGITS_SPLIT_FILE = Path(__file__).with_name("digits_split.json")
 DIGITS_DEFAULT_IMAGE_SIZE = 16
 DIGITS_MAX_VALUE = 16.0  # sklearn's digits are integer intensities 0..16
 
@@ -284,18 +288,41 @@ def _channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...
 # --------------------------------------------------------------------------------------------
 
 
+def sklearn_data_file(*parts: str) -> Path:
+    """A data file shipped inside the installed scikit-learn package, found without importing scikit-learn."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("scikit-learn is not installed; it ships the digits data (pip install scikit-learn)")
+    path = Path(next(iter(spec.submodule_search_locations)), *parts)
+    if not path.is_file():
+        raise UserError(f"{path} is missing from the installed scikit-learn; reinstall it (pip install "
+                        "--force-reinstall scikit-learn)")
+    return path
+
+
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as ``load_digits`` gives them: images (1797, 8, 8) float64 0..16, labels int."""
+    with gzip.open(sklearn_data_file("datasets", "data", "digits.csv.gz"), "rt") as csv:
+        table = np.loadtxt(csv, delimiter=",")
+    return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(int)
+
+
+def sample_photos() -> list[np.ndarray]:
+    """scikit-learn's two sample photographs (china.jpg, flower.jpg) as ``load_sample_images`` gives them:
+    uint8 H x W x 3 arrays, in file-name order."""
+    from PIL import Image
+    return [np.asarray(Image.open(sklearn_data_file("datasets", "images", name)))
+            for name in ("china.jpg", "flower.jpg")]
+
+
 @register_dataset("digits")
 def _load_digits(data_dir: Path, download: bool, image_size: int | None) -> Dataset:
-    # Ships inside scikit-learn: data_dir/download are irrelevant. The split is fixed (stratified,
-    # random_state=0) so every run and every method sees the same 1,437 / 360 images.
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    bunch = load_digits()
-    images = bunch.images.astype(np.float32) / DIGITS_MAX_VALUE  # (1797, 8, 8) in [0, 1]
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        images, bunch.target, test_size=DIGITS_TEST_SIZE, stratify=bunch.target, random_state=DIGITS_SPLIT_SEED
-    )
+    # Ships inside scikit-learn: data_dir/download are irrelevant. The split is fixed (DIGITS_SPLIT_FILE)
+    # so every run and every method sees the same 1,437 / 360 images.
+    images, labels = digits_arrays()
+    images = images.astype(np.float32) / DIGITS_MAX_VALUE  # (1797, 8, 8) in [0, 1]
+    split = json.loads(DIGITS_SPLIT_FILE.read_text())
+    x_tr, x_te, y_tr, y_te = images[split["train"]], images[split["test"]], labels[split["train"]], labels[split["test"]]
     size = DIGITS_DEFAULT_IMAGE_SIZE if image_size is None else image_size
     x_train = _resize(torch.from_numpy(x_tr).unsqueeze(1), size)
     x_test = _resize(torch.from_numpy(x_te).unsqueeze(1), size)

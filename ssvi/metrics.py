@@ -2,17 +2,21 @@
 
 Two ECEs are reported because the paper's code and the literature differ (reference §5):
 
-* ``ece`` — top-label L1 ECE with 15 equal-width bins (Guo et al. 2017), computed by
-  ``torchmetrics.classification.MulticlassCalibrationError(num_classes, n_bins=15, norm="l1")``.
-  torchmetrics' bins are left-closed, [k/15, (k+1)/15), and a confidence of exactly 1.0 falls in
-  a bin of its own.
+* ``ece`` — top-label L1 ECE with 15 equal-width bins (Guo et al. 2017), the definition of
+  ``torchmetrics.classification.MulticlassCalibrationError(num_classes, n_bins=15, norm="l1")``:
+  bins are left-closed, [k/15, (k+1)/15), and a confidence of exactly 1.0 falls in a bin of its own.
 * ``ece_ssvi`` — the authors' "ECE": ``calibration.get_calibration_error(probs, labels)`` of the
-  PyPI package ``uncertainty-calibration`` (import name ``calibration``; the project pins 0.1.4)
-  with its defaults: marginal (class-wise) L2 calibration error, debiased, averaged over classes
-  as sqrt(mean_k CE_k²), 15 equal-mass bins per class. The package switches to one bin per
-  distinct value for a class column with fewer than n/4 distinct probabilities (e.g. one-hot
-  predictions). The debiased estimate is clipped at 0 per class, so it can be exactly 0.0 on a
-  small accurate test set. If the package raises, ``ece_ssvi`` is NaN and a warning is logged.
+  PyPI package ``uncertainty-calibration`` 0.1.4 with its defaults: marginal (class-wise) L2
+  calibration error, debiased, averaged over classes as sqrt(mean_k CE_k²), 15 equal-mass bins per
+  class. When every class column has fewer than n/4 distinct probabilities (e.g. one-hot
+  predictions) it bins by distinct value instead. The debiased estimate is clipped at 0 per class,
+  so it can be exactly 0.0 on a small accurate test set.
+
+Both are re-implemented here in float64 rather than imported: torchmetrics and uncertainty-calibration
+(which imports scikit-learn) cost ~4 s of start-up in every training job, a fifth of a demo job. The
+test suite checks both against the packages themselves (tests/test_metrics.py), which stay test
+dependencies. The OOD metrics (AUROC, average precision) are likewise exact closed forms checked
+against torchmetrics and scikit-learn.
 
 OOD detection uses the convention "higher score = more in-distribution"; in-distribution is the
 positive class.
@@ -35,18 +39,14 @@ ECE_BINS = 15
 FPR_AT_TPR = 0.95
 _PROB_TOL = 1e-3  # tolerance of the probability checks (values in [0, 1], rows summing to 1)
 
-# Failures the uncertainty-calibration package is known to raise on degenerate inputs
-# (asserts in its binning, numpy reductions over empty arrays, ...).
-_CALIBRATION_ERRORS = (ValueError, AssertionError, IndexError, ZeroDivisionError, FloatingPointError)
-
 METRIC_VARIANTS: dict[str, str] = {
     "acc": "top-1 accuracy, fraction in [0, 1]",
     "nll": f"mean negative log of the predicted probability of the true label (probabilities clamped at "
            f"{NLL_PROB_FLOOR:g}), natural log",
     "ece": f"top-label L1 ECE, {ECE_BINS} equal-width bins (Guo et al. 2017; torchmetrics "
-           f"MulticlassCalibrationError, norm='l1')",
-    "ece_ssvi": "authors' ECE: uncertainty-calibration get_calibration_error defaults (class-wise, debiased, "
-                "L2, 15 equal-mass bins); NaN if the package fails",
+           f"MulticlassCalibrationError's definition, norm='l1', computed in float64)",
+    "ece_ssvi": "authors' ECE: uncertainty-calibration 0.1.4 get_calibration_error with its defaults (class-wise, "
+                "debiased, L2, 15 equal-mass bins), re-implemented in float64 and tested equal to the package",
     "brier": "Brier score: mean over samples of the sum over classes of (p - onehot)^2 (range [0, 2])",
     "nll_floor_hits": f"test points whose true-label probability was below the NLL floor {NLL_PROB_FLOOR:g} "
                       "(the authors' NLL is inf whenever this is > 0)",
@@ -82,19 +82,62 @@ def _check_probs(probs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     return probs.clamp(0.0, 1.0), labels.long()
 
 
-def calibration_error_ssvi(probs: Tensor, labels: Tensor) -> float:
-    """The authors' ECE (``calibration.get_calibration_error`` with defaults); NaN if it raises."""
-    import calibration  # uncertainty-calibration
+def top_label_ece(probs: Tensor, labels: Tensor, bins: int = ECE_BINS) -> float:
+    """Top-label L1 ECE over ``bins`` equal-width bins [k/bins, (k+1)/bins), 1.0 in a bin of its own."""
+    confidence, prediction = probs.to(torch.float64).max(1)
+    correct = (prediction == labels).to(torch.float64)
+    edges = torch.linspace(0, 1, bins + 1, dtype=torch.float64, device=probs.device)
+    index = torch.bucketize(confidence, edges, right=True) - 1
+    count = torch.bincount(index, minlength=bins + 1).to(torch.float64)
+    gap = (torch.bincount(index, weights=confidence, minlength=bins + 1)
+           - torch.bincount(index, weights=correct, minlength=bins + 1)).abs()
+    return float(gap.sum() / count.sum())  # sum_b (n_b / n) |conf_b - acc_b|, with n_b |...| = |sum conf - sum acc|
 
+
+def _equal_mass_edges(column: np.ndarray, bins: int) -> np.ndarray:
+    """Upper bin edges: midpoints between ``bins`` (at most n) equal-count groups of the sorted values, then 1."""
+    groups = np.array_split(np.sort(column), min(bins, len(column)))
+    midpoints = [(lower[-1] + upper[0]) / 2.0 for lower, upper in zip(groups, groups[1:])]
+    return np.unique(np.append(midpoints, 1.0))
+
+
+def _distinct_value_edges(column: np.ndarray) -> np.ndarray:
+    """Upper bin edges: midpoints between consecutive distinct values, then 1 (one bin per distinct value)."""
+    values = np.unique(column)
+    return np.append((values[:-1] + values[1:]) / 2.0, 1.0)
+
+
+def _debiased_squared_ce(column: np.ndarray, hits: np.ndarray, edges: np.ndarray) -> float:
+    """Debiased squared L2 calibration error of one class column, clipped at 0.
+
+    Per bin b with n_b >= 2 points: (mean p - mean y)² - ȳ(1 - ȳ)/(n_b - 1), weighted by n_b / n;
+    bins with fewer than two points contribute 0. A value goes to the first edge >= it.
+    """
+    index = np.searchsorted(edges, column)
+    count = np.bincount(index, minlength=len(edges)).astype(np.float64)
+    sum_p = np.bincount(index, weights=column, minlength=len(edges))
+    sum_y = np.bincount(index, weights=hits, minlength=len(edges))
+    used = count >= 2
+    mean_p, mean_y, n_b = sum_p[used] / count[used], sum_y[used] / count[used], count[used]
+    errors = (mean_p - mean_y) ** 2 - mean_y * (1.0 - mean_y) / (n_b - 1.0)
+    return max(float(np.dot(n_b / len(column), errors)), 0.0)
+
+
+def calibration_error_ssvi(probs: Tensor, labels: Tensor, bins: int = ECE_BINS) -> float:
+    """The authors' ECE: uncertainty-calibration's ``get_calibration_error(probs, labels)`` with its defaults.
+
+    sqrt of the mean over classes of the debiased squared calibration error of that class's column
+    (one-vs-rest labels), binned by equal mass, or by distinct value when every column has fewer than
+    n/4 distinct values (the package's test for outputs of a binning method).
+    """
     p = probs.detach().to("cpu", torch.float64).numpy()
-    y = labels.detach().to("cpu", torch.int64).numpy()
-    try:
-        value = calibration.get_calibration_error(p, y)
-    except _CALIBRATION_ERRORS as exc:
-        log.warning("uncertainty-calibration get_calibration_error failed (%s: %s); ece_ssvi = NaN",
-                    type(exc).__name__, exc)
-        return float("nan")
-    return float(value)
+    onehot = np.eye(p.shape[1])[labels.detach().cpu().numpy()]
+    columns = range(p.shape[1])
+    discrete = all(len(np.unique(p[:, k])) < len(p) / 4.0 for k in columns)
+    squared = [_debiased_squared_ce(p[:, k], onehot[:, k],
+                                    _distinct_value_edges(p[:, k]) if discrete else _equal_mass_edges(p[:, k], bins))
+               for k in columns]
+    return float(np.mean(squared) ** 0.5)
 
 
 def classification_metrics(probs: Tensor, labels: Tensor) -> dict[str, float]:
@@ -108,10 +151,7 @@ def classification_metrics(probs: Tensor, labels: Tensor) -> dict[str, float]:
         ``{"acc", "nll", "ece", "ece_ssvi", "brier"}`` as Python floats and ``nll_floor_hits`` (an int);
         see :data:`METRIC_VARIANTS`.
     """
-    from torchmetrics.classification import MulticlassCalibrationError
-
     probs, labels = _check_probs(probs, labels)
-    num_classes = probs.shape[1]
     p64 = probs.detach().to(torch.float64)
     idx = torch.arange(labels.shape[0], device=labels.device)
     p_true = p64[idx, labels]
@@ -122,13 +162,10 @@ def classification_metrics(probs: Tensor, labels: Tensor) -> dict[str, float]:
     onehot[idx, labels] = 1.0
     brier = ((p64 - onehot) ** 2).sum(1).mean()
 
-    ece_metric = MulticlassCalibrationError(num_classes=num_classes, n_bins=ECE_BINS, norm="l1").to(probs.device)
-    ece = ece_metric(probs.detach(), labels)
-
     return {
         "acc": float(acc),
         "nll": float(nll),
-        "ece": float(ece),
+        "ece": top_label_ece(probs.detach(), labels),
         "ece_ssvi": calibration_error_ssvi(probs, labels),
         "brier": float(brier),
         "nll_floor_hits": int((p_true < NLL_PROB_FLOOR).sum()),
@@ -139,30 +176,38 @@ def classification_metrics(probs: Tensor, labels: Tensor) -> dict[str, float]:
 # Out-of-distribution detection
 # --------------------------------------------------------------------------------------------
 
-def _dense_ranks01(x: Tensor) -> Tensor:
-    """Order-preserving, tie-preserving map of scores to [0, 1] (dense ranks / max rank).
+def _auroc(scores: Tensor, positive: Tensor) -> Tensor:
+    """Area under the ROC curve, ties counting one half: the Mann-Whitney U of midranks / (n_pos n_neg)."""
+    _, inverse, counts = torch.unique(scores, sorted=True, return_inverse=True, return_counts=True)
+    ends = counts.cumsum(0).to(torch.float64)
+    midranks = (ends - (counts - 1) / 2.0)[inverse]  # the mean of the 1-based ranks a tie group spans
+    n_pos = positive.sum().to(torch.float64)
+    n_neg = len(scores) - n_pos
+    return (midranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
-    torchmetrics applies a sigmoid to binary "preds" outside [0, 1]; in float32 a sigmoid merges
-    distinct large scores into ties. AUROC and AP depend only on the order (and ties), so ranks give
-    exactly the same values without that loss.
-    """
-    _, inverse = torch.unique(x, sorted=True, return_inverse=True)
-    inverse = inverse.to(torch.float64)
-    top = inverse.max()
-    return inverse / top if top > 0 else inverse
+
+def _average_precision(scores: Tensor, positive: Tensor) -> Tensor:
+    """Average precision: sum over distinct thresholds, descending, of (R_t - R_prev) * P_t (scikit-learn's and
+    torchmetrics' definition, no interpolation)."""
+    _, inverse = torch.unique(scores, sorted=True, return_inverse=True)
+    groups = int(inverse.max()) + 1
+    hits = torch.zeros(groups, dtype=torch.float64).index_add_(0, inverse, positive.to(torch.float64))
+    sizes = torch.bincount(inverse, minlength=groups).to(torch.float64)
+    true_pos = hits.flip(0).cumsum(0)  # positives scoring >= each threshold, highest threshold first
+    precision = true_pos / sizes.flip(0).cumsum(0)
+    recall_steps = hits.flip(0) / true_pos[-1]
+    return (recall_steps * precision).sum()
 
 
 def ood_metrics(scores_in: Tensor, scores_out: Tensor) -> dict[str, float]:
     """OOD detection metrics; higher score = more in-distribution; in-distribution is positive.
 
     Returns:
-        ``auroc`` (torchmetrics BinaryAUROC; ties count one half), ``aupr`` (BinaryAveragePrecision,
+        ``auroc`` (ties count one half), ``aupr`` (average precision,
         in-distribution positive), ``fpr95``: the fraction of OOD scores >= the threshold τ, where τ
         is the largest threshold with TPR = P(score_in >= τ) >= 0.95 (the ROC point where TPR first
         reaches 95%, as ``sklearn.metrics.roc_curve`` gives it).
     """
-    from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision
-
     s_in = torch.as_tensor(scores_in).detach().flatten().to(torch.float64)
     s_out = torch.as_tensor(scores_out).detach().flatten().to(torch.float64).to(s_in.device)
     if s_in.numel() == 0 or s_out.numel() == 0:
@@ -171,10 +216,8 @@ def ood_metrics(scores_in: Tensor, scores_out: Tensor) -> dict[str, float]:
         raise ValueError("OOD scores contain NaN")
 
     scores = torch.cat([s_in, s_out])
-    target = torch.cat([torch.ones_like(s_in, dtype=torch.long), torch.zeros_like(s_out, dtype=torch.long)])
-    preds = _dense_ranks01(scores)
-    auroc = BinaryAUROC(thresholds=None).to(preds.device)(preds, target)
-    aupr = BinaryAveragePrecision(thresholds=None).to(preds.device)(preds, target)
+    positive = torch.cat([torch.ones_like(s_in, dtype=torch.bool), torch.zeros_like(s_out, dtype=torch.bool)])
+    auroc, aupr = _auroc(scores, positive), _average_precision(scores, positive)
 
     n_in = s_in.numel()
     k = int(np.ceil(FPR_AT_TPR * n_in - 1e-9))  # number of in-distribution scores that must pass

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import torch
 
-PACKAGES = ("torch", "torchvision", "timm", "numpy", "scikit-learn", "torchmetrics", "uncertainty-calibration",
-            "pandas", "snakemake")
+PACKAGES = ("torch", "torchvision", "timm", "numpy", "scikit-learn", "pillow", "pandas", "snakemake")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 

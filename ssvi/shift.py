@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import (CIFAR10C, CIFAR10C_CORRUPTIONS, DataMissingError, Dataset, describe_missing, load_cifar10c,
-                   load_dataset)
+                   load_dataset, sample_photos)
 from .errors import UserError
 from .evaluate import posterior_generator, posterior_samples
 from .metrics import classification_metrics, ood_metrics, uncertainty_scores
@@ -107,8 +107,7 @@ def check_evaluation_data(dataset: str, data_dir: str, skip=()) -> None:
 
 def natural_patches(count: int, image_size: int, seed: int) -> torch.Tensor:
     """``count`` grey-scale photo patches in [0, 1], 1 x image_size x image_size, at seeded places."""
-    from sklearn.datasets import load_sample_images
-    photos = [torch.tensor(img).float().mean(-1) / 255.0 for img in load_sample_images().images]
+    photos = [torch.tensor(img).float().mean(-1) / 255.0 for img in sample_photos()]
     g = torch.Generator().manual_seed(seed)
     patches = []
     for i in range(count):

@@ -25,9 +25,11 @@ from ssvi.data import (
     DATASETS,
     DataMissingError,
     Dataset,
+    digits_arrays,
     list_datasets,
     load_cifar10c,
     load_dataset,
+    sample_photos,
     verify_dataset,
 )
 from ssvi.errors import UserError
@@ -259,6 +261,31 @@ def test_digits_is_deterministic_and_stats_from_train(digits: Dataset) -> None:
     assert torch.equal(again.x_train, digits.x_train) and torch.equal(again.y_test, digits.y_test)
     assert digits.mean[0] == pytest.approx(float(digits.x_train.mean()), abs=1e-6)
     assert digits.std[0] == pytest.approx(float(digits.x_train.std(correction=0)), abs=1e-6)
+
+
+def test_digits_equal_scikit_learns_loader_and_split() -> None:
+    # the loader reads sklearn's file and a stored split without importing sklearn: both must be exactly
+    # what load_digits and train_test_split(test_size=360, stratify, random_state=0) give
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    reference = load_digits()
+    images, labels = digits_arrays()
+    assert np.array_equal(images, reference.images) and np.array_equal(labels, reference.target)
+    x_tr, x_te, y_tr, y_te = train_test_split(reference.images.astype(np.float32) / 16.0, reference.target,
+                                              test_size=360, stratify=reference.target, random_state=0)
+    ds = load_dataset("digits", image_size=8)
+    assert torch.equal(ds.x_train[:, 0], torch.from_numpy(x_tr)) and torch.equal(ds.x_test[:, 0], torch.from_numpy(x_te))
+    assert torch.equal(ds.y_train, torch.from_numpy(y_tr)) and torch.equal(ds.y_test, torch.from_numpy(y_te))
+
+
+def test_sample_photos_equal_scikit_learns() -> None:
+    from sklearn.datasets import load_sample_images
+
+    reference = load_sample_images().images
+    photos = sample_photos()
+    assert len(photos) == len(reference) == 2
+    assert all(np.array_equal(ours, theirs) and ours.dtype == np.uint8 for ours, theirs in zip(photos, reference))
 
 
 def test_digits_native_size() -> None:

@@ -110,30 +110,41 @@ def test_nll_clamps_zero_probability():
     assert m["acc"] == 0.5
 
 
-def test_ece_ssvi_failure_gives_nan_and_warning(monkeypatch, caplog):
-    def boom(probs, labels, *args, **kwargs):
-        raise ValueError("Every bin must have at least 2 points")
+def _package_cases():
+    """(probs, labels) cases for the oracle tests: continuous, one-hot and coarsely rounded (the package's
+    distinct-value binning), tiny n (fewer points than bins), two classes, and exact ties."""
+    rng = np.random.default_rng(5)
+    cases = [_random_case(n=n, c=c, seed=seed, sharp=sharp)
+             for n, c, seed, sharp in [(3000, 10, 1, 3.0), (500, 3, 2, 1.0), (40, 10, 3, 5.0), (7, 4, 4, 2.0),
+                                       (2, 2, 5, 1.0), (200, 2, 6, 0.3)]]
+    labels = rng.integers(0, 4, 64)
+    cases.append((np.eye(4)[labels], labels))  # one-hot, all correct
+    cases.append((np.eye(4)[np.roll(labels, 1)], labels))  # one-hot, mostly wrong
+    probs, labels = _random_case(n=400, c=5, seed=7)
+    rounded = np.round(probs, 1)
+    cases.append((rounded / rounded.sum(1, keepdims=True), labels))  # few distinct values per column
+    cases.append((np.full((30, 3), 1 / 3), rng.integers(0, 3, 30)))  # every probability tied
+    return cases
 
-    monkeypatch.setattr(calibration, "get_calibration_error", boom)
-    probs, labels = _random_case(n=50, c=3)
-    with caplog.at_level(logging.WARNING, logger="ssvi.metrics"):
-        m = classification_metrics(torch.from_numpy(probs), torch.from_numpy(labels))
-    assert math.isnan(m["ece_ssvi"])
-    assert any("ece_ssvi" in r.getMessage() for r in caplog.records)
-    assert all(math.isfinite(m[k]) for k in KEYS - {"ece_ssvi"})
 
-    def assertion(probs, labels, *args, **kwargs):
-        raise AssertionError
+@pytest.mark.parametrize("case", range(10))
+def test_ece_ssvi_equals_the_package(case):
+    probs, labels = _package_cases()[case]
+    ours = classification_metrics(torch.from_numpy(probs), torch.from_numpy(labels))["ece_ssvi"]
+    expected = float(calibration.get_calibration_error(probs, labels))
+    assert ours == pytest.approx(expected, rel=1e-9, abs=1e-12)
 
-    monkeypatch.setattr(calibration, "get_calibration_error", assertion)
-    assert math.isnan(classification_metrics(torch.from_numpy(probs), torch.from_numpy(labels))["ece_ssvi"])
 
-    def bug(probs, labels, *args, **kwargs):  # anything else is a real error and propagates
-        raise TypeError("unexpected")
-
-    monkeypatch.setattr(calibration, "get_calibration_error", bug)
-    with pytest.raises(TypeError):
-        classification_metrics(torch.from_numpy(probs), torch.from_numpy(labels))
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_ece_equals_torchmetrics(dtype):
+    from torchmetrics.classification import MulticlassCalibrationError
+    probs, labels = _random_case(n=1500, c=10, seed=8, sharp=4.0)
+    probs = torch.from_numpy(probs).to(dtype)
+    probs[:5] = torch.nn.functional.one_hot(torch.arange(5), 10).to(dtype)  # confidence exactly 1.0
+    labels = torch.from_numpy(labels)
+    expected = MulticlassCalibrationError(num_classes=10, n_bins=15, norm="l1")(probs, labels)
+    # torchmetrics accumulates in float32 whatever the input; ours is float64
+    assert classification_metrics(probs, labels)["ece"] == pytest.approx(float(expected), abs=1e-6)
 
 
 def test_input_validation():
@@ -187,6 +198,21 @@ def test_fpr95_constructed():
     scores_in = torch.arange(1, 101, dtype=torch.float32)  # 95 % TPR <=> threshold 6
     scores_out = torch.tensor([4.5, 5.5, 6.0, 50.0, 200.0])
     assert ood_metrics(scores_in, scores_out)["fpr95"] == pytest.approx(3 / 5)
+
+
+def test_ood_equals_torchmetrics_with_ties_and_large_scores():
+    from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision
+    rng = np.random.default_rng(1)
+    s_in = torch.from_numpy(np.round(rng.normal(3.0, 2.0, 900), 1))
+    s_out = torch.from_numpy(np.round(rng.normal(2.0, 2.0, 300), 1))
+    m = ood_metrics(s_in, s_out)
+    # torchmetrics squashes scores outside [0, 1] with a sigmoid: hand it an order-preserving map instead
+    scores = torch.cat([s_in, s_out])
+    preds = (scores - scores.min()) / (scores.max() - scores.min())
+    target = torch.cat([torch.ones(900, dtype=torch.long), torch.zeros(300, dtype=torch.long)])
+    # torchmetrics returns float32; ours is the exact fraction in float64
+    assert m["auroc"] == pytest.approx(float(BinaryAUROC()(preds, target)), abs=1e-6)
+    assert m["aupr"] == pytest.approx(float(BinaryAveragePrecision()(preds, target)), abs=1e-6)
 
 
 def test_ood_against_sklearn_large_scores_and_ties():
