@@ -29,6 +29,7 @@ import yaml
 from .errors import UserError
 
 PRECISIONS = ("fp32", "bf16")
+SPARSE_KERNELS = ("none", "all", "auto")
 SEED_LIMIT = 2**32  # numpy's legacy seeding, which seed_everything uses, takes seeds below 2**32
 # sigma = softplus(rho) is initialised as rho = log(expm1(sigma)), which overflows float32 from sigma ~ 88.7;
 # a weight std of 10 is already far beyond any useful posterior
@@ -115,6 +116,8 @@ class RunConfig:
                                      '(meant for GPU tensor cores; slower on CPUs)')
     precision: str = opt("fp32", 'fp32 | bf16: bf16 autocast for the mean path of training steps; '
                                  'the variance path, KL, optimiser and evaluation stay fp32')
+    sparse_kernel: str = opt("none", 'none | all | auto: CPU sparse kernels for the LRT products of sparsified layers '
+                                     '(ssvi.sparse_lrt; all = every such layer, auto = where measured faster, per layer)')
     extra: dict[str, Any] = field(default_factory=dict, metadata={"help": "method-specific options of user baselines"})
 
     # ------------------------------------------------------------------------------------------
@@ -145,6 +148,10 @@ class RunConfig:
                               f"allowed: {', '.join(models.list_models())} or timm/<name>")
         _check_choice("criterion", self.criterion, list(criteria.CRITERIA))
         _check_choice("precision", self.precision, list(PRECISIONS))
+        _check_choice("sparse_kernel", self.sparse_kernel, list(SPARSE_KERNELS))
+        if self.sparse_kernel != "none" and (self.precision != "fp32" or self.channels_last):
+            raise ConfigError(f"sparse_kernel={self.sparse_kernel!r} computes in fp32 and its own memory layout; "
+                              "use it with precision=fp32 and channels_last=false")
         _check_range("density", self.density, 0.0, 1.0, low_open=True)
         _check_range("t_end_frac", self.t_end_frac, 0.0, 1.0)
         _check_range("alpha", self.alpha, 0.0, 1.0)

@@ -28,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import UserError
+from .sparse_lrt import lrt_products, uses_sparse
 
 LRT_EPS = 1e-8  # keeps sqrt differentiable where the variance path is exactly 0
 # redraw rounds for sigma = 0 draws; with a valid sigma_init, even one more round is almost never needed
@@ -90,6 +91,7 @@ class BayesianLayer(nn.Module, abc.ABC):
         self.register_buffer("sampled_weight", None, persistent=False)
         self._sigma_cache: tuple[int, torch.Tensor] | None = None
         self.mode = "lrt"
+        self.lrt_route = "dense"  # or the sparse kernels' "all" / "auto" (ssvi.sparse_lrt.set_lrt_route)
 
     @abc.abstractmethod
     def _op(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -122,21 +124,27 @@ class BayesianLayer(nn.Module, abc.ABC):
             if self.sampled_weight is None:
                 raise RuntimeError("sample mode needs a weight sample: call ssvi.layers.resample(model) first")
             return self._op(x, self.sampled_weight, self.bias)
-        mean = self._op(x, self.weight_mu, self.bias)  # inactive mu are exactly 0: no mask multiplication
         sigma = self.sigma
         if torch.is_grad_enabled():
             self._sigma_cache = (self.weight_rho._version, sigma)
-        if torch.is_autocast_enabled(x.device.type):
-            # The variance path sums products of tiny sigma^2 (~1e-7) and squared activations: it
-            # stays fp32 inside a bf16 autocast region, where only the mean path runs in bf16.
-            with torch.autocast(x.device.type, enabled=False):
-                variance = self._variance(x.float(), sigma)
+        if self.lrt_route != "dense" and uses_sparse(self, x):  # run option sparse_kernel (ssvi.sparse_lrt)
+            mean, variance = lrt_products(self, x, sigma)
         else:
-            variance = self._variance(x, sigma)
+            mean, variance = self.dense_products(x, sigma)
         # in place: the convolution's backward needs its inputs, not its output
         std = variance.add_(LRT_EPS).sqrt_()
         # fp32 noise and output even when the mean path ran in bf16
         return torch.addcmul(mean, std, torch.randn_like(std))
+
+    def dense_products(self, x: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The masked dense LRT products (op(x, mu) + bias, op(x^2, sigma^2 * mask))."""
+        mean = self._op(x, self.weight_mu, self.bias)  # inactive mu are exactly 0: no mask multiplication
+        if torch.is_autocast_enabled(x.device.type):
+            # The variance path sums products of tiny sigma^2 (~1e-7) and squared activations: it
+            # stays fp32 inside a bf16 autocast region, where only the mean path runs in bf16.
+            with torch.autocast(x.device.type, enabled=False):
+                return mean, self._variance(x.float(), sigma)
+        return mean, self._variance(x, sigma)
 
     def _variance(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         # sigma^2 masked: inactive rho = 0 would otherwise give sigma = 0.69

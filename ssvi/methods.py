@@ -174,6 +174,9 @@ class Method:
       check_config(cfg)             classmethod, by RunConfig.validate: refuse settings (overrides call super())
       attach(model, ctx)            every start and resume: pick the sparse layers
       initialize(model)             fresh start only: set initial masks / load weights
+      needs_dense_gradient(step)    before the step's forward: True if step() will need the dense
+                                    gradient of mu (the sparse kernels, run option sparse_kernel, give only
+                                    the active entries' gradient, so such a step takes the dense path)
       step(step, optimizer) -> bool after backward(); True when the step was a subspace update
       train_flops_per_example(step) FLOPs of that training step per example
 
@@ -242,6 +245,9 @@ class Method:
         zero_inactive(self.layers)
         mask_momentum(optimizer, self.layers)
 
+    def needs_dense_gradient(self, step: int) -> bool:
+        return False
+
     def step(self, step: int, optimizer: torch.optim.Optimizer) -> bool:
         self.masked_optimizer_step(optimizer)
         return False
@@ -293,6 +299,9 @@ class SSVI(Method):
 
     def updates_subspace(self, step: int) -> bool:
         return step in self.update_steps(self.cfg.delta_t)
+
+    def needs_dense_gradient(self, step):
+        return self.updates_subspace(step)  # the addition step ranks inactive weights by |dL/dmu|
 
     def step(self, step, optimizer):
         if not self.updates_subspace(step):

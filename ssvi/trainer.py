@@ -55,6 +55,7 @@ from .provenance import provenance
 from .rundir import (CHECKPOINT, FINAL_MODEL, METRICS, PREDICTIONS, RESOLVED_CONFIG, SUBSPACE_RECORDS,
                      atomic_write_text, attach_log_file, check_same_run, load_checkpoint, make_run_directory,
                      run_directory_lock, save_checkpoint)
+from .sparse_lrt import check_sparse_kernel_device, route_choices, set_lrt_route
 
 log = logging.getLogger("ssvi")
 
@@ -148,6 +149,7 @@ def build_run(cfg: RunConfig, data: Dataset | None = None) -> Run:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     check_memory_format(cfg, device)
+    check_sparse_kernel_device(device, cfg.sparse_kernel)
     seed_everything(cfg.seed)
     if data is None:
         data = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download, image_size=cfg.image_size)
@@ -195,17 +197,8 @@ def train_one_epoch(run: Run) -> dict:
                               shuffle=True, augment=data.augment, generator=epoch_generator(cfg.seed, epoch),
                               device=run.device)
     for i, (inputs, labels) in enumerate(batches, start=1):
-        run.step += 1
-        with mixed_precision(cfg, run.device):
-            logits = model(inputs.contiguous(memory_format=memory_format(cfg)))
-        ce = F.cross_entropy(logits.float(), labels)
-        kl = total_kl(model, cfg.prior_std)
-        loss = ce + beta * kl
-        run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        run.method.step(run.step, run.optimizer)
-        run.train_flops += run.method.train_flops_per_example(run.step) * len(labels)
-        sums += torch.stack([loss.detach(), ce.detach(), kl.detach()]).double() * len(labels)
+        loss, ce, kl = train_step(run, inputs, labels, beta)
+        sums += torch.stack([loss, ce, kl]).double() * len(labels)
         seen += len(labels)
         if sys.stderr.isatty():  # loss.item() syncs a GPU: only when someone watches
             progress(f"epoch {epoch}/{cfg.epochs} step {i}/{run.steps_per_epoch} loss {loss.item():.4f}")
@@ -215,6 +208,25 @@ def train_one_epoch(run: Run) -> dict:
     lr = run.optimizer.param_groups[0]["lr"]
     run.scheduler.step()
     return {"epoch": epoch, "loss": loss_mean, "ce": ce_mean, "kl": kl_mean, "kl_weight": beta, "lr": lr}
+
+
+def train_step(run: Run, inputs: torch.Tensor, labels: torch.Tensor, beta: float) -> tuple[torch.Tensor, ...]:
+    """One optimiser step (the method's mask update included) on one batch; (loss, ce, kl), detached."""
+    cfg, model = run.cfg, run.model
+    run.step += 1
+    # the sparse kernels give no dense gradient of mu: steps that need it take the dense path
+    dense = cfg.sparse_kernel == "none" or run.method.needs_dense_gradient(run.step)
+    set_lrt_route(run.method.layers, "dense" if dense else cfg.sparse_kernel)
+    with mixed_precision(cfg, run.device):
+        logits = model(inputs.contiguous(memory_format=memory_format(cfg)))
+    ce = F.cross_entropy(logits.float(), labels)
+    kl = total_kl(model, cfg.prior_std)
+    loss = ce + beta * kl
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    run.method.step(run.step, run.optimizer)
+    run.train_flops += run.method.train_flops_per_example(run.step) * len(labels)
+    return loss.detach(), ce.detach(), kl.detach()
 
 
 def diverged(cfg: RunConfig, what: str) -> DivergedError:
@@ -279,6 +291,7 @@ def write_results(run: Run, out: Path, metrics: dict, predictions: dict) -> dict
                  "predictive": f"posterior predictive: mean softmax of {cfg.num_samples} weight samples",
                  "mean_weight": "softmax with posterior-mean weights"},
         "metric_variants": METRIC_VARIANTS,
+        "sparse_kernel": {"mode": cfg.sparse_kernel, "auto_choices": route_choices(method.layers)},
         "history": run.history,
         "config": cfg.to_dict(),
         "provenance": {**provenance(run.device), "wall_time_s": run.wall_time},

@@ -140,6 +140,24 @@ def test_run_benchmark_tiny_is_json_with_documented_keys():
     assert record["model"]["sparse_layers"] > 0 and 0.09 < record["model"]["density_of_sparse_layers"] < 0.11
 
 
+def test_kernel_route_and_kernel_steps_sections():
+    record = run_benchmark(arch="resnet18", width=0.125, batch=8, image_size=8, steps=1, warmup=1,
+                           micro_densities=(0.1,), micro_routes=("kernel",), micro_repeats=1, kernel_steps=True,
+                           kernel_densities=(0.1,), kernel_step_repeats=2, delta_t=10)
+    json.loads(json.dumps(record))
+    for shape in record["sparse_routes"]["shapes"]:
+        kernel = shape["routes"]["0.1"]["kernel"]
+        assert kernel["max_rel_diff"] < 1e-5 and kernel["sparse_vs_dense"] > 0, shape["name"]
+        assert kernel["layout"] == "kernel index" and kernel["active"] == kernel["stored_values"]
+    steps = record["kernel_steps"]["per_density"]["0.1"]
+    assert all(steps[route]["n"] == 2 for route in ("dense", "all", "auto"))
+    for route in ("all", "auto"):
+        ratio = steps[f"{route}_vs_dense"]
+        # a tenth of the update phase's steps are dense: the whole-run ratio lies between the step ratio and 1
+        assert min(ratio, 1.0) <= steps[f"{route}_whole_run_ratio"] <= max(ratio, 1.0)
+    assert set(steps["auto_sparse_layers"]) <= set(steps["auto_choices"]) and steps["auto_choices"]
+
+
 def test_bench_cli_options():
     from ssvi.bench import build_parser
     args = build_parser().parse_args(["--width", "0.25", "--no-sparse-routes", "--micro-routes", "csr,bsr_block",

@@ -3,6 +3,7 @@
     python -m ssvi bench                                   # ResNet-18 width 1, batch 128, density 0.1, CPU
     python -m ssvi bench --width 0.25 --batch 32 --no-sparse-routes --out bench.json
     python -m ssvi bench --device cuda --speed-variants all --out gpu.json   # the GPU fast path check
+    python -m ssvi bench --threads 2 --micro-routes kernel --kernel-steps --out results/measured/cpu_sparse_kernels.json
 
 Everything is measured in one process, so every number that matters is a ratio against a baseline
 measured on the same machine in the same run:
@@ -18,11 +19,17 @@ measured on the same machine in the same run:
   sparse_routes
                layer-level microbenchmark per layer shape (CIFAR ResNet-18 shapes at the chosen width)
                and density: the production LRT forward+backward of one layer with a random mask (dense
-               masked compute) against real sparse compute, where only active weights do work:
-               im2col + ``torch.sparse.mm`` with a CSR (or BSR) weight for the forward, the input
-               gradient through the sparse transpose, and the weight gradient at active entries only
-               via ``torch.sparse.sampled_addmm``. Outputs and gradients are checked against the dense
-               masked route (max abs diff) and the time ratio sparse/dense is reported either way.
+               masked compute) against real sparse compute, where only active weights do work: ``kernel``,
+               the project's sparse LRT kernels (:mod:`ssvi.sparse_lrt`, run option ``sparse_kernel``),
+               and PyTorch's sparse tensors: im2col + ``torch.sparse.mm`` with a CSR (or BSR) weight for
+               the forward, the input gradient through the sparse transpose, and the weight gradient at
+               active entries only via ``torch.sparse.sampled_addmm``. Outputs and gradients are checked
+               against the dense masked route (max abs diff) and the time ratio sparse/dense is reported
+               either way.
+  kernel_steps (only with ``--kernel-steps``, CPU) whole SSVI training steps per density with the sparse
+               kernels in every sparsified layer (``all``) or where measured faster (``auto``) against
+               the masked dense step, taking turns on one model; plus the whole-run ratio implied by
+               the dense subspace-update steps (one in ``--delta-t``).
   speed_variants
                (only with ``--speed-variants``) whole epochs of the real trainer on synthetic CIFAR-shaped
                data for the trainer's speed options -- plain, data_on_device, channels_last, bf16 and
@@ -40,6 +47,7 @@ Modules, each readable alone:
   speed_variants  whole trainer epochs for the trainer's speed options (the GPU fast path)
   sparse_layer    an LRT layer computing only on active weights (im2col + torch.sparse)
   routes          the layer-level microbenchmark of sparse routes against the dense masked layer
+  kernel_step     whole SSVI steps with the sparse LRT kernels against the dense step
   concurrency     several training processes sharing one device (aggregate samples/s)
   cli             ``run_benchmark`` (the JSON record) and the command line
 """

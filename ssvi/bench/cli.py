@@ -17,12 +17,13 @@ import torch
 from .routes import (ALL_ROUTES, MICRO_DENSITIES, MICRO_MIN_SAMPLE_S, MICRO_ROUTES, MICRO_SLOW_FACTOR,
                      benchmark_sparse_routes)
 from .concurrency import benchmark_concurrency
+from .kernel_step import benchmark_kernel_steps
 from .speed_variants import SPEED_VARIANTS, benchmark_speed_variants
 from .timing import load_average, log, machine_info
 from .train_step import benchmark_model
 
 JSON_KEYS = ("benchmark", "timestamp", "options", "machine", "model", "train_step", "eval", "first_step_check",
-             "sparse_routes", "speed_variants", "concurrency", "notes", "wall_time_s")
+             "sparse_routes", "kernel_steps", "speed_variants", "concurrency", "notes", "wall_time_s")
 
 
 def run_benchmark(arch: str = "resnet18", width: float = 1.0, batch: int = 128, image_size: int = 32,
@@ -30,7 +31,9 @@ def run_benchmark(arch: str = "resnet18", width: float = 1.0, batch: int = 128, 
                   threads: int | None = None, sparse_routes: bool = True, seed: int = 0,
                   micro_densities=MICRO_DENSITIES, micro_routes=MICRO_ROUTES, micro_repeats: int = 2,
                   speed_variants: tuple[str, ...] = (), speed_steps: int = 10, speed_repeats: int = 3,
-                  concurrency: tuple[int, ...] = (), concurrency_variant: str = "plain") -> dict:
+                  concurrency: tuple[int, ...] = (), concurrency_variant: str = "plain",
+                  kernel_steps: bool = False, kernel_densities=MICRO_DENSITIES, kernel_step_repeats: int = 3,
+                  delta_t: int = 100) -> dict:
     """Run the benchmark and return its JSON-serialisable record (see the module docstring)."""
     if steps < 1 or warmup < 1:
         raise ValueError("steps and warmup must be >= 1 (the first warm-up step is the equivalence check)")
@@ -46,7 +49,9 @@ def run_benchmark(arch: str = "resnet18", width: float = 1.0, batch: int = 128, 
                "sparse_routes": sparse_routes, "seed": seed, "micro_densities": list(micro_densities),
                "micro_routes": list(micro_routes), "micro_repeats": micro_repeats,
                "speed_variants": list(speed_variants), "speed_steps": speed_steps, "speed_repeats": speed_repeats,
-               "concurrency": list(concurrency), "concurrency_variant": concurrency_variant}
+               "concurrency": list(concurrency), "concurrency_variant": concurrency_variant,
+               "kernel_steps": kernel_steps, "kernel_densities": list(kernel_densities),
+               "kernel_step_repeats": kernel_step_repeats, "delta_t": delta_t}
     started = time.perf_counter()
     record = {"benchmark": "ssvi-bench Bayesian layer performance",
               "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -61,6 +66,11 @@ def run_benchmark(arch: str = "resnet18", width: float = 1.0, batch: int = 128, 
                                if sparse_routes else None)
     if record["sparse_routes"] is not None:
         record["sparse_routes"]["wall_time_s"] = time.perf_counter() - model_done
+    if kernel_steps and dev.type != "cpu":
+        raise ValueError("--kernel-steps measures the CPU sparse kernels; run it with --device cpu")
+    record["kernel_steps"] = (benchmark_kernel_steps(arch, width, batch, image_size, kernel_densities,
+                                                     kernel_step_repeats, warmup, seed, delta_t)
+                              if kernel_steps else None)
     speed_start = time.perf_counter()
     record["speed_variants"] = (benchmark_speed_variants(arch, width, batch, image_size, density, speed_steps,
                                                          speed_repeats, dev, seed, list(speed_variants))
@@ -86,6 +96,11 @@ def run_benchmark(arch: str = "resnet18", width: float = 1.0, batch: int = 128, 
         f"sparse_routes: {micro_repeats} timed repeats per route after one verification run (also the warm-up), "
         f"reduced to 1 for routes >= {MICRO_SLOW_FACTOR}x slower than dense in that run (see n) to keep the "
         f"default run short; layers faster than {MICRO_MIN_SAMPLE_S} s repeat inside one sample",
+        "sparse_routes kernel = the project's sparse LRT kernels (ssvi.sparse_lrt, run option sparse_kernel), "
+        "one index traversal for both LRT products, gradients at active entries only",
+        "kernel_steps: whole SSVI training steps of one model per density, the routes dense / all / auto taking "
+        "turns (rotating which goes first); *_whole_run_ratio adds the dense subspace-update steps (one in "
+        "delta_t during the first 75% of training), computed from the measured medians",
         "sparse_routes dense = the production BayesianLayer (LRT forward + backward, dense masked compute); "
         "sparse routes store only active mu/rho and give gradients at active entries only (SSVI's addition "
         "step additionally needs the dense dL/dmu every delta_t steps, not measured here)",
@@ -171,6 +186,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(aggregate samples/s per level; default: none)")
     parser.add_argument("--concurrency-variant", choices=list(SPEED_VARIANTS), default="plain",
                         help="speed variant of the concurrency processes (default: plain; on a GPU: fast)")
+    parser.add_argument("--kernel-steps", action="store_true",
+                        help="time whole SSVI steps with the sparse LRT kernels (all, auto) against the dense step")
+    parser.add_argument("--kernel-densities", type=_floats, default=list(MICRO_DENSITIES),
+                        help="densities of --kernel-steps (default: 0.05,0.1,0.2)")
+    parser.add_argument("--kernel-step-repeats", type=int, default=3,
+                        help="timed steps per route and density after --warmup (default: 3)")
+    parser.add_argument("--delta-t", type=int, default=100,
+                        help="subspace-update interval for the whole-run ratio of --kernel-steps (default: 100)")
     parser.add_argument("--out", help="also write the JSON to this file")
 
 
@@ -178,7 +201,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     record = run_benchmark(args.arch, args.width, args.batch, args.image_size, args.density, args.steps,
                            args.warmup, args.device, args.threads, args.sparse_routes, args.seed,
                            args.micro_densities, args.micro_routes, args.micro_repeats, tuple(args.speed_variants),
-                           args.speed_steps, args.speed_repeats, tuple(args.concurrency), args.concurrency_variant)
+                           args.speed_steps, args.speed_repeats, tuple(args.concurrency), args.concurrency_variant,
+                           args.kernel_steps, args.kernel_densities, args.kernel_step_repeats, args.delta_t)
     text = json.dumps(record, indent=1)
     print(text)
     if args.out:

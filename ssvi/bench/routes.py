@@ -1,6 +1,8 @@
-"""Layer-level microbenchmark: the production (dense masked) LRT layer against sparse routes
-(:class:`ssvi.bench.sparse_layer.SparseLRTLayer`), per ResNet-18 layer shape and density; every route's
-outputs and gradients are verified against the dense layer before it is timed.
+"""Layer-level microbenchmark: the production (dense masked) LRT layer against sparse routes, per ResNet-18
+layer shape and density; every route's outputs and gradients are verified against the dense layer before
+it is timed. Routes: ``kernel`` (the project's sparse LRT kernels, run option ``sparse_kernel``:
+:mod:`ssvi.sparse_lrt`), ``csr`` / ``bsr`` (PyTorch's sparse tensors,
+:class:`ssvi.bench.sparse_layer.SparseLRTLayer`) and ``bsr_block`` (a hypothetical block-structured mask).
 
     benchmark_sparse_routes(width=1.0, batch=128, image_size=32, device=torch.device("cpu"), seed=0)
 """
@@ -22,8 +24,8 @@ from .timing import log, ratio, summarize, sync, timed
 from .train_step import NUM_CLASSES
 
 MICRO_DENSITIES = (0.05, 0.1, 0.2)
-MICRO_ROUTES = ("csr", "bsr")  # also available: "bsr_block" (hypothetical block-structured mask)
-ALL_ROUTES = ("csr", "bsr", "bsr_block")
+MICRO_ROUTES = ("kernel", "csr", "bsr")  # also available: "bsr_block" (hypothetical block-structured mask)
+ALL_ROUTES = ("kernel", "csr", "bsr", "bsr_block")
 BSR_BLOCK = 4                  # block edge tried first (then 2) for the BSR routes
 MICRO_MIN_SAMPLE_S = 0.02      # small layers repeat inside one sample until it lasts this long
 MICRO_SLOW_FACTOR = 2.0        # a route this many times slower than dense in its verification run gets 1 sample
@@ -118,14 +120,29 @@ def _seeded_run(module: nn.Module, x: torch.Tensor, grad: torch.Tensor, seed: in
     return elapsed, out.detach(), dx
 
 
-def _compare(dense: BayesianLayer, dense_run, sparse: SparseLRTLayer, sparse_run) -> dict:
+def kernel_layer(layer: BayesianLayer) -> BayesianLayer:
+    """A copy of ``layer`` whose LRT forward takes the project's sparse kernels (sparse_kernel=all)."""
+    twin = copy.deepcopy(layer)
+    twin.lrt_route = "all"
+    return twin
+
+
+def _active_grads(module: nn.Module, mask2d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of the active mu and rho entries of a BayesianLayer or a SparseLRTLayer (which stores only them)."""
+    if isinstance(module, BayesianLayer):
+        c_out = module.weight_mu.shape[0]
+        return module.weight_mu.grad.reshape(c_out, -1)[mask2d], module.weight_rho.grad.reshape(c_out, -1)[mask2d]
+    return module.mu.grad, module.rho.grad
+
+
+def _compare(dense: BayesianLayer, dense_run, sparse: nn.Module, sparse_run) -> dict:
     """Max abs (and max relative) differences of output and every gradient, sparse vs dense masked."""
     c_out = dense.weight_mu.shape[0]
     mask2d = dense.mask.reshape(c_out, -1)
+    (dense_mu, dense_rho), (sparse_mu, sparse_rho) = _active_grads(dense, mask2d), _active_grads(sparse, mask2d)
     pairs = {
         "output": (dense_run[1], sparse_run[1]), "grad_input": (dense_run[2], sparse_run[2]),
-        "grad_mu": (dense.weight_mu.grad.reshape(c_out, -1)[mask2d], sparse.mu.grad),
-        "grad_rho": (dense.weight_rho.grad.reshape(c_out, -1)[mask2d], sparse.rho.grad),
+        "grad_mu": (dense_mu, sparse_mu), "grad_rho": (dense_rho, sparse_rho),
     }
     if dense.bias is not None:
         pairs["grad_bias"] = (dense.bias.grad, sparse.bias.grad)
@@ -145,6 +162,16 @@ def verify_sparse_route(dense: BayesianLayer, sparse: SparseLRTLayer, x: torch.T
     dense_run = _seeded_run(dense, x, grad, seed, device)
     sparse_run = _seeded_run(sparse, x, grad, seed, device)
     return _compare(dense, dense_run, sparse, sparse_run)
+
+
+def _storage(module: nn.Module, numel: int) -> dict:
+    if isinstance(module, BayesianLayer):  # the kernels' index: one entry per active weight
+        active = int(module.mask.sum())
+        return {"layout": "kernel index", "blocksize": None, "active": active, "stored_values": active,
+                "weight_numel": numel, "stored_fraction": active / numel}
+    pat = module.pattern
+    return {"layout": pat.layout, "blocksize": list(pat.blocksize) if pat.blocksize else None, "active": pat.nnz,
+            "stored_values": pat.stored, "weight_numel": numel, "stored_fraction": pat.stored / numel}
 
 
 def _inner_calls(seconds: float) -> int:
@@ -175,7 +202,9 @@ def _benchmark_sparse_routes(width, batch, image_size, device, seed, densities, 
             per_route: dict[str, dict] = {}
             for route in routes:
                 try:
-                    if route == "csr":
+                    if route == "kernel":
+                        candidates[route] = (kernel_layer(dense), dense)
+                    elif route == "csr":
                         candidates[route] = (SparseLRTLayer(dense, "csr"), dense)
                     elif block is None:
                         per_route[route] = {"skipped": f"no block size in ({BSR_BLOCK}, 2) divides {c_out}x{k}"}
@@ -202,11 +231,7 @@ def _benchmark_sparse_routes(width, batch, image_size, device, seed, densities, 
                             runs[reference_layer] = _seeded_run(reference_layer, x, grad, verify_seed, device)
                         sparse_run = _seeded_run(module, x, grad, verify_seed, device)
                         per_route[route] = _compare(reference_layer, runs[reference_layer], module, sparse_run)
-                        pat = module.pattern
-                        per_route[route].update({
-                            "layout": pat.layout, "blocksize": list(pat.blocksize) if pat.blocksize else None,
-                            "active": pat.nnz, "stored_values": pat.stored, "weight_numel": c_out * k,
-                            "stored_fraction": pat.stored / (c_out * k)})
+                        per_route[route].update(_storage(module, c_out * k))
                         runners[route] = (module, _inner_calls(sparse_run[0]))
                         first_seconds[route] = sparse_run[0]
                     except Exception as error:
