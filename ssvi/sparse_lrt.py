@@ -71,15 +71,16 @@ def kernels():
 
 @dataclass(frozen=True)
 class SparseIndex:
-    """The active weights of a mask, ordered by (oc, ic, kh, kw), and the same entries grouped by input channel."""
+    """The active weights of a mask, ordered by (oc, ic, kh, kw), and the same entries grouped by input channel and
+    kernel-offset residue mod the stride (the input gradient of a strided conv reads one group per pixel)."""
 
-    built_from: tuple[int, int]   # (data_ptr, version) of the mask it was built from
+    built_from: tuple[int, int, int]  # (data_ptr, version) of the mask it was built from, and the stride
     flat: torch.Tensor            # positions of the active weights in the flattened weight
     oc_start: torch.Tensor        # entries of output channel o: oc_start[o] .. oc_start[o + 1]
     ic: torch.Tensor
     kh: torch.Tensor
     kw: torch.Tensor
-    ic_start: torch.Tensor        # transposed entries of input channel c: ic_start[c] .. ic_start[c + 1]
+    group_start: torch.Tensor     # transposed entries of group g = (ic * S + kh % S) * S + kw % S (S = stride)
     t_oc: torch.Tensor
     t_kh: torch.Tensor
     t_kw: torch.Tensor
@@ -90,44 +91,50 @@ class SparseIndex:
         return len(self.flat)
 
 
-def build_index(mask: torch.Tensor) -> SparseIndex:
+def build_index(mask: torch.Tensor, stride: int = 1) -> SparseIndex:
     """Index of a conv mask (OC x IC x KH x KW) or a linear mask (OUT x IN, taken as 1 x 1 kernels)."""
     out_channels, in_channels, kh, kw = (*mask.shape, 1, 1)[:4]
     flat = mask.flatten().nonzero().squeeze(1)
     per_oc = in_channels * kh * kw
     oc, rest = flat // per_oc, flat % per_oc
     ic, r, s = rest // (kh * kw), (rest // kw) % kh, rest % kw
-    order = torch.argsort(ic * (out_channels * kh * kw) + oc * (kh * kw) + r * kw + s)
+    group = (ic * stride + r % stride) * stride + s % stride
+    order = torch.argsort(group * (out_channels * kh * kw) + oc * (kh * kw) + r * kw + s)
     return SparseIndex(
-        built_from=(mask.data_ptr(), mask._version), flat=flat,
+        built_from=(mask.data_ptr(), mask._version, stride), flat=flat,
         oc_start=torch.searchsorted(oc, torch.arange(out_channels + 1)), ic=ic, kh=r, kw=s,
-        ic_start=torch.searchsorted(ic[order], torch.arange(in_channels + 1)),
+        group_start=torch.searchsorted(group[order], torch.arange(in_channels * stride * stride + 1)),
         t_oc=oc[order], t_kh=r[order], t_kw=s[order], t_entry=order)
 
 
 def layer_index(layer) -> SparseIndex:
     """The layer's index, rebuilt whenever its mask changed (any in-place change bumps the version)."""
+    stride = _pair_value(getattr(layer, "stride", 1))
     index = getattr(layer, "_sparse_index", None)
-    if index is None or index.built_from != (layer.mask.data_ptr(), layer.mask._version):
-        index = layer._sparse_index = build_index(layer.mask)
+    if index is None or index.built_from != (layer.mask.data_ptr(), layer.mask._version, stride):
+        index = layer._sparse_index = build_index(layer.mask, stride)
     return index
 
 
+def _pair_value(value) -> int | None:
+    """An int, or the common value of an (a, a) pair; None for anything else (("same"), (1, 2), ...)."""
+    if isinstance(value, int):
+        return value
+    return value[0] if isinstance(value, tuple) and len(set(value)) == 1 and isinstance(value[0], int) else None
+
+
 def supports(layer) -> bool:
-    """Conv layers with groups = dilation = 1 and integer (or equal pair) stride and padding; linear layers."""
+    """Conv layers with groups = dilation = 1, square kernels and equal integer stride / padding; linear layers."""
     if not hasattr(layer, "kernel_size"):
         return True
-    pair = lambda v: v if isinstance(v, int) else (v[0] if len(set(v)) == 1 else None)  # noqa: E731
-    return (layer.groups == 1 and pair(layer.dilation) == 1 and isinstance(pair(layer.stride), int)
-            and isinstance(pair(layer.padding), int) and layer.kernel_size[0] == layer.kernel_size[1])
+    return (layer.groups == 1 and _pair_value(layer.dilation) == 1 and _pair_value(layer.stride) is not None
+            and _pair_value(layer.padding) is not None and layer.kernel_size[0] == layer.kernel_size[1])
 
 
 def _geometry(layer, x: torch.Tensor) -> list[int]:
     if not hasattr(layer, "kernel_size"):
         return [x.shape[1], 1, 1, layer.out_features, 1, 1, 1, 0]
-    stride = layer.stride if isinstance(layer.stride, int) else layer.stride[0]
-    padding = layer.padding if isinstance(layer.padding, int) else layer.padding[0]
-    k = layer.kernel_size[0]
+    stride, padding, k = _pair_value(layer.stride), _pair_value(layer.padding), layer.kernel_size[0]
     _, channels, height, width = x.shape
     return [channels, height, width, layer.out_channels, (height + 2 * padding - k) // stride + 1,
             (width + 2 * padding - k) // stride + 1, stride, padding]
@@ -161,7 +168,7 @@ class _SparseLRT(torch.autograd.Function):
         grad_x = None
         if ctx.needs_input_grad[0]:
             grad_x = ext.from_blocks(
-                ext.backward_input(grad_mean, grad_var, x_blocks, index.ic_start, index.t_oc, index.t_kh, index.t_kw,
+                ext.backward_input(grad_mean, grad_var, x_blocks, index.group_start, index.t_oc, index.t_kh, index.t_kw,
                                    index.t_entry, mu_values.contiguous(), var_values.contiguous(), ctx.geometry),
                 list(ctx.input_shape))
         grad_mu, grad_var_values = ext.backward_weights(grad_mean, grad_var, x_blocks, square_blocks, index.oc_start,
@@ -185,14 +192,15 @@ def lrt_products(layer, x: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Ten
 
 
 def _time_path(products, layer, x: torch.Tensor) -> float:
-    """Median seconds of one forward + backward of ``products`` on detached copies (the layer's grads untouched)."""
+    """Median seconds of one forward + backward of ``products`` (input, mu and rho gradients, as in training) on a
+    detached input; the gradients are returned, not accumulated, so the layer's ``.grad`` stays untouched."""
     times = []
     for _ in range(AUTO_REPEATS):
         probe = x.detach().requires_grad_(True)
         with torch.enable_grad():
             started = time.perf_counter()
-            mean, variance = products(layer, probe, layer.sigma.detach())
-            torch.autograd.grad((mean.sum() + variance.sum(),), (probe,))
+            mean, variance = products(layer, probe, layer.sigma)
+            torch.autograd.grad((mean.sum() + variance.sum(),), (probe, layer.weight_mu, layer.weight_rho))
             times.append(time.perf_counter() - started)
     return sorted(times)[len(times) // 2]
 

@@ -107,8 +107,12 @@ def test_index_orders_and_transposes_the_active_weights():
     assert index.flat.tolist() == mask.flatten().nonzero().squeeze(1).tolist()
     assert index.oc_start.tolist() == [0, 1, 1, 3]
     assert list(zip(index.ic.tolist(), index.kh.tolist(), index.kw.tolist())) == [(1, 2, 0), (0, 1, 1), (1, 0, 2)]
-    assert index.ic_start.tolist() == [0, 1, 3]  # input channel 0: one entry, channel 1: two
+    assert index.group_start.tolist() == [0, 1, 3]  # input channel 0: one entry, channel 1: two
     assert index.t_entry.tolist() == [1, 0, 2] and index.t_oc.tolist() == [2, 0, 2]
+    # stride 2: groups (ic, kh % 2, kw % 2); (1, 2, 0) -> group 4, (0, 1, 1) -> group 3, (1, 0, 2) -> group 4
+    strided = build_index(mask, stride=2)
+    assert strided.group_start.tolist() == [0, 0, 0, 0, 1, 3, 3, 3, 3]
+    assert strided.t_entry.tolist() == [1, 0, 2]
 
 
 def test_the_index_follows_mask_changes():

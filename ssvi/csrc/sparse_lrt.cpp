@@ -146,9 +146,11 @@ std::vector<at::Tensor> forward(const at::Tensor& x_blocks, const at::Tensor& sq
 }
 
 // Input gradient dx = conv_transpose(dmean, mu) + 2 x * conv_transpose(dvar, sigma^2), in batch blocks.
-// Entries grouped by input channel (ic_start[C + 1]); transposed entry t is forward entry entry[t].
+// Entries grouped by input channel and kernel-offset residue mod the stride (group_start[C * S * S + 1],
+// group (ic * S + kh % S) * S + kw % S): an input pixel reads only the group whose offsets reach it, so
+// a stride-2 layer skips nothing. Transposed entry t is forward entry entry[t].
 at::Tensor backward_input(const at::Tensor& grad_mean, const at::Tensor& grad_var, const at::Tensor& x_blocks,
-                          const at::Tensor& ic_start, const at::Tensor& oc, const at::Tensor& kh,
+                          const at::Tensor& group_start, const at::Tensor& oc, const at::Tensor& kh,
                           const at::Tensor& kw, const at::Tensor& entry, const at::Tensor& mu,
                           const at::Tensor& var, std::vector<int64_t> shape) {
   const Geometry g = geometry(shape);
@@ -156,12 +158,13 @@ at::Tensor backward_input(const at::Tensor& grad_mean, const at::Tensor& grad_va
   check_blocks(grad_var, g.out_rows(), "variance gradient blocks");
   check_blocks(x_blocks, g.in_rows(), "x blocks");
   for (auto* t : {&mu, &var}) check(*t, "values", at::kFloat);
-  for (auto* t : {&ic_start, &oc, &kh, &kw, &entry}) check(*t, "index", at::kLong);
+  for (auto* t : {&group_start, &oc, &kh, &kw, &entry}) check(*t, "index", at::kLong);
+  TORCH_CHECK(group_start.numel() == g.channels * g.stride * g.stride + 1, "group_start: C * stride^2 + 1 offsets");
   const int64_t blocks = x_blocks.size(0), in_rows = g.in_rows(), out_rows = g.out_rows();
   auto grad_x = at::empty({blocks, in_rows, CHUNK}, x_blocks.options());
   const float *dm = grad_mean.data_ptr<float>(), *dv = grad_var.data_ptr<float>(), *x = x_blocks.data_ptr<float>();
   const float *w_mu = mu.data_ptr<float>(), *w_var = var.data_ptr<float>();
-  const int64_t *start = ic_start.data_ptr<int64_t>(), *o = oc.data_ptr<int64_t>();
+  const int64_t *start = group_start.data_ptr<int64_t>(), *o = oc.data_ptr<int64_t>();
   const int64_t *r = kh.data_ptr<int64_t>(), *s = kw.data_ptr<int64_t>(), *e = entry.data_ptr<int64_t>();
   float* gx = grad_x.data_ptr<float>();
   at::parallel_for(0, blocks * g.height, 1, [&](int64_t begin, int64_t end) {
@@ -172,9 +175,10 @@ at::Tensor backward_input(const at::Tensor& grad_mean, const at::Tensor& grad_va
         for (int64_t ic = 0; ic < g.channels; ++ic)
           for (int64_t iw = iw0; iw < std::min(g.width, iw0 + TILE_W); ++iw) {
             vec8 m0{}, m1{}, m2{}, m3{}, v0{}, v1{}, v2{}, v3{};
-            for (int64_t t = start[ic]; t < start[ic + 1]; ++t) {
+            const int64_t group = (ic * g.stride + (ih + g.padding) % g.stride) * g.stride + (iw + g.padding) % g.stride;
+            for (int64_t t = start[group]; t < start[group + 1]; ++t) {
               const int64_t h = ih + g.padding - r[t], w = iw + g.padding - s[t];
-              if (h < 0 || w < 0 || h % g.stride || w % g.stride) continue;
+              if (h < 0 || w < 0) continue;  // h, w are multiples of the stride within a group
               const int64_t oh = h / g.stride, ow = w / g.stride;
               if (oh >= g.out_height || ow >= g.out_width) continue;
               const int64_t out_row = ((o[t] * g.out_height + oh) * g.out_width + ow) * CHUNK;
