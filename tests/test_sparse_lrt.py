@@ -55,6 +55,7 @@ LAYERS = [(arch, key, layer, shape) for arch in ("resnet18", "vgg16") for key, l
 
 
 def _relative_error(ours: torch.Tensor, reference: torch.Tensor) -> float:
+    ours, reference = ours.detach(), reference.detach()
     return float((ours - reference).abs().max() / reference.abs().max().clamp_min(1e-30))
 
 
