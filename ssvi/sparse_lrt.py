@@ -23,6 +23,7 @@ import functools
 import hashlib
 import logging
 import platform
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +55,8 @@ def kernels():
     """The compiled extension (built on first use, ~1 min; later loads come from torch's extension cache)."""
     from torch.utils import cpp_extension
 
-    tag = hashlib.sha1(cpu_identity().encode()).hexdigest()[:10]
+    # one cached build per CPU kind and Python environment (torch rebuilds when its build flags change)
+    tag = hashlib.sha1("|".join([cpu_identity(), sys.prefix, torch.__version__]).encode()).hexdigest()[:10]
     name = f"ssvi_sparse_lrt_{tag}"
     log.info("loading the sparse LRT kernels (%s; the first use on this CPU compiles them, about a minute)", name)
     started = time.perf_counter()
