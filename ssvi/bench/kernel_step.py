@@ -17,12 +17,11 @@ from __future__ import annotations
 import time
 
 import torch
-import torch.nn.functional as F
 
 from ..layers import set_mode, total_kl
 from ..sparse_lrt import route_choices, set_lrt_route
 from .timing import log, paired_ratio, summarize
-from .train_step import NUM_CLASSES, NUM_TRAIN, build_model, make_optimizer
+from .train_step import NUM_CLASSES, NUM_TRAIN, BenchPath, build_model, make_optimizer, train_step
 
 KERNEL_ROUTES = ("dense", "all", "auto")
 UPDATE_PHASE = 0.75  # t_end_frac of the recipe
@@ -34,13 +33,6 @@ def whole_run_ratio(sparse_s: float, dense_s: float, delta_t: int) -> float:
     return UPDATE_PHASE * update_phase + (1 - UPDATE_PHASE) * sparse_s / dense_s
 
 
-def _step(model, method, optimizer, x, y, step: int, beta: float, prior_std: float) -> None:
-    loss = F.cross_entropy(model(x), y) + beta * total_kl(model, prior_std)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    method.step(step, optimizer)
-
-
 def benchmark_kernel_steps(arch: str, width: float, batch: int, image_size: int, densities, steps: int,
                            warmup: int, seed: int, delta_t: int) -> dict:
     generator = torch.Generator().manual_seed(seed + 1)
@@ -50,6 +42,8 @@ def benchmark_kernel_steps(arch: str, width: float, batch: int, image_size: int,
     for density in densities:
         model, method, cfg = build_model(arch, width, density, seed, torch.device("cpu"))
         optimizer = make_optimizer(model, cfg)
+        path = BenchPath("kernel routes", model, optimizer, total_kl,
+                         lambda step: method.step(step, optimizer), reference=False)
         model.train()
         set_mode(model, "lrt")
         beta = cfg.kl_scale / NUM_TRAIN
@@ -62,7 +56,7 @@ def benchmark_kernel_steps(arch: str, width: float, batch: int, image_size: int,
                 set_lrt_route(method.layers, route)
                 step += 1
                 begin = time.perf_counter()
-                _step(model, method, optimizer, x, y, step, beta, cfg.prior_std)
+                train_step(path, x, y, step, beta, cfg.prior_std)
                 if i >= warmup:
                     times[route].append(time.perf_counter() - begin)
             log(f"kernel steps: density {density} step {i + 1}/{warmup + steps}")
