@@ -32,6 +32,17 @@ typedef float vec8_unaligned __attribute__((vector_size(32), aligned(4)));
 inline vec8 load(const float* p) { return *reinterpret_cast<const vec8_unaligned*>(p); }
 inline void store(float* p, vec8 v) { *reinterpret_cast<vec8_unaligned*>(p) = v; }
 
+// The two LRT sums over one row of CHUNK examples, kept in registers: m += wm * row_m, v += wv * row_v.
+struct RowSums {
+  vec8 m[4] = {}, v[4] = {};
+  inline void add(float wm, const float* row_m, float wv, const float* row_v) {
+    for (int j = 0; j < 4; ++j) {
+      m[j] += wm * load(row_m + 8 * j);
+      v[j] += wv * load(row_v + 8 * j);
+    }
+  }
+};
+
 struct Geometry {
   int64_t channels, height, width, out_channels, out_height, out_width, stride, padding;
   int64_t in_rows() const { return channels * height * width; }
@@ -126,19 +137,18 @@ std::vector<at::Tensor> forward(const at::Tensor& x_blocks, const at::Tensor& sq
       for (int64_t ow0 = 0; ow0 < g.out_width; ow0 += TILE_W)
         for (int64_t oc = 0; oc < g.out_channels; ++oc)
           for (int64_t ow = ow0; ow < std::min(g.out_width, ow0 + TILE_W); ++ow) {
-            vec8 m0{}, m1{}, m2{}, m3{}, v0{}, v1{}, v2{}, v3{};
+            RowSums sums;
             for (int64_t k = start[oc]; k < start[oc + 1]; ++k) {
               const int64_t ih = oh * g.stride - g.padding + r[k], iw = ow * g.stride - g.padding + s[k];
               if (ih < 0 || ih >= g.height || iw < 0 || iw >= g.width) continue;
               const int64_t row = ((c[k] * g.height + ih) * g.width + iw) * CHUNK;
-              const float *xp = xb + row, *qp = qb + row, wm = w_mu[k], wv = w_var[k];
-              m0 += wm * load(xp), m1 += wm * load(xp + 8), m2 += wm * load(xp + 16), m3 += wm * load(xp + 24);
-              v0 += wv * load(qp), v1 += wv * load(qp + 8), v2 += wv * load(qp + 16), v3 += wv * load(qp + 24);
+              sums.add(w_mu[k], xb + row, w_var[k], qb + row);
             }
             const int64_t out_row = (b * out_rows + (oc * g.out_height + oh) * g.out_width + ow) * CHUNK;
-            float *pm = out_m + out_row, *pv = out_v + out_row;
-            store(pm, m0), store(pm + 8, m1), store(pm + 16, m2), store(pm + 24, m3);
-            store(pv, v0), store(pv + 8, v1), store(pv + 16, v2), store(pv + 24, v3);
+            for (int j = 0; j < 4; ++j) {
+              store(out_m + out_row + 8 * j, sums.m[j]);
+              store(out_v + out_row + 8 * j, sums.v[j]);
+            }
           }
     }
   });
@@ -174,7 +184,7 @@ at::Tensor backward_input(const at::Tensor& grad_mean, const at::Tensor& grad_va
       for (int64_t iw0 = 0; iw0 < g.width; iw0 += TILE_W)
         for (int64_t ic = 0; ic < g.channels; ++ic)
           for (int64_t iw = iw0; iw < std::min(g.width, iw0 + TILE_W); ++iw) {
-            vec8 m0{}, m1{}, m2{}, m3{}, v0{}, v1{}, v2{}, v3{};
+            RowSums sums;
             const int64_t group = (ic * g.stride + (ih + g.padding) % g.stride) * g.stride + (iw + g.padding) % g.stride;
             for (int64_t t = start[group]; t < start[group + 1]; ++t) {
               const int64_t h = ih + g.padding - r[t], w = iw + g.padding - s[t];
@@ -182,15 +192,10 @@ at::Tensor backward_input(const at::Tensor& grad_mean, const at::Tensor& grad_va
               const int64_t oh = h / g.stride, ow = w / g.stride;
               if (oh >= g.out_height || ow >= g.out_width) continue;
               const int64_t out_row = ((o[t] * g.out_height + oh) * g.out_width + ow) * CHUNK;
-              const float *gm = dmb + out_row, *gv = dvb + out_row, wm = w_mu[e[t]], wv = w_var[e[t]];
-              m0 += wm * load(gm), m1 += wm * load(gm + 8), m2 += wm * load(gm + 16), m3 += wm * load(gm + 24);
-              v0 += wv * load(gv), v1 += wv * load(gv + 8), v2 += wv * load(gv + 16), v3 += wv * load(gv + 24);
+              sums.add(w_mu[e[t]], dmb + out_row, w_var[e[t]], dvb + out_row);
             }
             const int64_t row = (b * in_rows + (ic * g.height + ih) * g.width + iw) * CHUNK;
-            const float* xs = x + row;
-            float* out = gx + row;
-            store(out, m0 + 2.0f * load(xs) * v0), store(out + 8, m1 + 2.0f * load(xs + 8) * v1);
-            store(out + 16, m2 + 2.0f * load(xs + 16) * v2), store(out + 24, m3 + 2.0f * load(xs + 24) * v3);
+            for (int j = 0; j < 4; ++j) store(gx + row + 8 * j, sums.m[j] + 2.0f * load(x + row + 8 * j) * sums.v[j]);
           }
     }
   });
