@@ -187,3 +187,22 @@ def test_auto_measures_once_per_shape_and_records_its_choice():
     assert len(choices) == 1 and choices[0]["route"] in ("sparse", "dense")
     assert choices[0]["dense_ms"] > 0 and choices[0]["sparse_ms"] > 0 and choices[0]["density"] == 0.05
     assert (choices[0]["route"] == "sparse") == (choices[0]["sparse_ms"] < choices[0]["dense_ms"])
+
+
+def test_results_do_not_depend_on_the_thread_count():
+    # every sum runs in a fixed order, whatever the split of channels / rows over threads
+    _, _, template, in_shape = LAYERS[2]  # a stride-2 3x3 conv
+    layer = copy.deepcopy(template)
+    set_masks({"l": layer}, {"l": random_mask(layer.mask.shape, 0.1, torch.Generator().manual_seed(3))})
+    x = torch.randn(40, *in_shape, generator=torch.Generator().manual_seed(4))
+    out_shape = layer.dense_products(x, layer.sigma)[0].shape
+    upstream = (torch.randn(out_shape), torch.randn(out_shape))
+    threads = torch.get_num_threads()
+    try:
+        runs = []
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            runs.append(_products_and_grads(layer, x, upstream, sparse=True))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
