@@ -12,7 +12,6 @@ shared by mu and rho and ranked by a criterion of both.
 
 from torch.ao.pruning.scheduler.cubic_scheduler import CubicSL
 
-from ssvi import flops
 from ssvi.methods import Method, register_method
 from ssvi.subspace import mask_momentum, select_sparse_layers, set_masks, top_score_mask
 
@@ -46,12 +45,10 @@ class GradualPruning(Method):
         self.masked_optimizer_step(optimizer)
         if self.prunes_at(step):
             density = scheduled_density(step, self.ctx.t_end, self.cfg.delta_t, self.cfg.density)
-            set_masks(self.layers, {n: top_score_mask(l, density, self.cfg.criterion, self.cfg.lam)
+            set_masks(self.layers, {n: top_score_mask(l, density, self.removal_criterion, self.cfg.lam)
                                     for n, l in self.layers.items()})
             mask_momentum(optimizer, self.layers)
             self.masks_changed()
             self.records.append({"step": step, "density": self.density()})
         return False
 
-    def train_flops_per_example(self, step):
-        return flops.sparse_step(self.ctx.profile, self.densities())

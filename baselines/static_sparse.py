@@ -1,7 +1,6 @@
 """Static sparse VI: SSVI with its random initial mask frozen (the "no subspace update" ablation)."""
 
-from ssvi import flops
-from ssvi.methods import SSVI, register_method
+from ssvi.methods import SSVI, Method, register_method
 
 
 @register_method("static_sparse")
@@ -11,5 +10,5 @@ class StaticSparse(SSVI):
     def update_steps(self, delta_t):
         return ()
 
-    def train_flops_per_example(self, step: int) -> float:
-        return flops.sparse_step(self.ctx.profile, self.densities())  # never needs a dense gradient
+    # never a dense-gradient step: 3 * f_S per step, the base Method's count
+    train_flops_per_example = Method.train_flops_per_example

@@ -5,17 +5,21 @@
     python -m ssvi train --out DIR ... --evaluate [--skip NAME ...]  # then OOD and shift, same process
     python -m ssvi options            # every run-config key, its default and meaning
     python -m ssvi evaluate --run DIR [--skip NAME ...]   # OOD detection and distribution shift of a finished run
+    python -m ssvi status --config config/config.yaml   # one line per run of a grid (or: status RESULTS_DIR)
+    python -m ssvi verify RESULTS_DIR   # the full SHA-256 pass over every finished run's result files
     python -m ssvi data --dataset cifar10 --data-dir data [--download]   # or svhn, cifar100, cifar10c
     python -m ssvi export --run DIR   # compact sparse copy of a run's model (ssvi.export; --help there)
     python -m ssvi bench ...          # training-step and evaluation benchmark (ssvi.bench; --help there)
 
-Re-running ``train`` with the same ``--out`` resumes from the last epoch checkpoint; a finished run
-(its ``metrics.json`` exists) is reported and not redone. A run directory holding another configuration
-is refused, or deleted and started afresh with ``--restart-on-config-change``.
+Re-running ``train`` with the same ``--out`` resumes from the last epoch checkpoint; a finished run whose
+result files are whole is reported and not redone. A run directory holding another configuration is
+refused, or deleted and started afresh with ``--restart-on-config-change``. ``train --evaluate`` holds the
+run's lock from the start of training to the end of its evaluation.
 
 Errors a user can fix (``ssvi.errors.UserError``) print one line ``ssvi: error: <cause and fix>``, also
 appended to the run's ``train.log``, and exit with status 2, for every subcommand; ``ssvi --debug ...``
-shows their traceback instead.
+shows their traceback instead. A full disk is such an error. Ctrl-C and SIGTERM print one line saying
+where the run stopped and what re-running resumes from (also appended to ``train.log``) and exit 130 / 143.
 """
 
 from __future__ import annotations
@@ -24,14 +28,18 @@ import argparse
 import dataclasses
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 
 from .config import RunConfig, load_config, parse_override
-from .errors import UserError
+from .errors import Interrupted, Terminated, UserError, signal_of
+from .status import add_status_arguments
 
 # the option naming the run directory whose train.log also gets a command's error line
 RUN_DIRECTORY_OPTION = {"train": "--out", "evaluate": "--run", "export": "--run"}
+KEEP_PROBS_HELP = ("also keep the per-set probabilities ensembles are scored from (eval_probs.pt, recorded in "
+                   "ood_shift.json; the workflow asks it of ensemble members)")
 
 
 def config_help() -> str:
@@ -63,12 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
                             "`ssvi evaluate` does (its data are checked before training starts)")
     train.add_argument("--skip", action="append", default=[], metavar="NAME",
                        help="with --evaluate: an OOD or shift set not to evaluate (repeatable)")
+    train.add_argument("--keep-probs", action="store_true", help="with --evaluate: " + KEEP_PROBS_HELP)
     commands.add_parser("options", help="list every run-config key with its default")
     evaluate = commands.add_parser("evaluate", help="OOD detection and distribution shift of a finished run")
     evaluate.add_argument("--run", required=True, help="finished run directory (holds metrics.json and model.pt)")
     evaluate.add_argument("--data-dir", help="data directory (default: the run's own data_dir)")
     evaluate.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    evaluate.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    evaluate.add_argument("--threads", type=int, help="torch CPU threads (default: the run config's threads)")
+    evaluate.add_argument("--keep-probs", action="store_true", help=KEEP_PROBS_HELP)
     evaluate.add_argument("--skip", action="append", default=[], metavar="NAME",
                           help="an OOD or shift set not to evaluate (repeatable; listed under not_evaluated); "
                                "without it a set whose data are missing is an error")
@@ -79,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--download", action="store_true",
                       help="download missing files with torchvision (needs internet; CIFAR-10-C is fetched by hand)")
     data.add_argument("--record", help="write a JSON summary of the verified dataset here")
+    status = commands.add_parser("status", help="one line per run of a workflow config or results directory")
+    add_status_arguments(status)
+    verify = commands.add_parser("verify", help="check every finished run's result files against their "
+                                               "recorded sizes and SHA-256")
+    verify.add_argument("paths", nargs="+", metavar="PATH",
+                        help="run directories, results directories (searched for runs) or workflow configs")
     # listed for --help only: main() hands these to their modules' own parsers
     commands.add_parser("export", add_help=False, help="compact sparse copy of a run's model (ssvi export --help)")
     commands.add_parser("bench", add_help=False, help="training-step and evaluation benchmark (ssvi bench --help)")
@@ -110,15 +126,35 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
     argv = [arg for arg in argv if arg != "--debug"]
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return run_command(argv)
     except UserError as error:
         if debug:
             raise
-        line = f"ssvi: error: {error}"
-        print(line, file=sys.stderr)
-        append_to_train_log(run_directory(argv), line)
-        return 2
+        return _one_line(argv, f"ssvi: error: {error}", 2)
+    except Interrupted as error:
+        return _one_line(argv, f"ssvi: {error}", 128 + error.signum)
+    except (KeyboardInterrupt, Terminated) as error:
+        signum = signal_of(error)
+        return _one_line(argv, f"ssvi: interrupted by {signal.Signals(signum).name} before a run started; "
+                               "nothing was written", 128 + signum)
+    except Exception as error:  # a bug: keep its traceback, and leave its name where `ssvi status` looks
+        append_to_train_log(run_directory(argv), f"ssvi: crashed: {type(error).__name__}: {error} (a bug: the "
+                                                 "traceback is on stderr)".splitlines()[0])
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def _one_line(argv: list[str], line: str, code: int) -> int:
+    print(line, file=sys.stderr)
+    append_to_train_log(run_directory(argv), line)
+    return code
 
 
 def run_directory(argv: list[str]) -> Path | None:
@@ -157,24 +193,33 @@ def run_command(argv: list[str]) -> int:
         return prepare_data(args)
     logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
                         format="%(message)s", stream=sys.stdout)
+    if args.command == "status":
+        from .status import status_command
+        return status_command(args)
+    if args.command == "verify":
+        from .status import verify_command
+        return verify_command(args.paths)
     if args.command == "evaluate":
         from .shift import evaluate_run
-        if args.threads:
-            import torch
-            torch.set_num_threads(args.threads)
-        evaluate_run(args.run, args.data_dir, args.device, skip=args.skip)
+        evaluate_run(args.run, args.data_dir, args.device, skip=args.skip, threads=args.threads,
+                     keep_probs=args.keep_probs)
         return 0
     overrides = dict(parse_override(o) for o in args.overrides)
     cfg = load_config(args.config, overrides) if args.config else RunConfig.from_dict(overrides)
-    if args.skip and not args.evaluate:
-        raise UserError("--skip only applies with --evaluate; add --evaluate or drop --skip")
+    if (args.skip or args.keep_probs) and not args.evaluate:
+        raise UserError("--skip and --keep-probs only apply with --evaluate; add --evaluate or drop them")
+    from .rundir import make_run_directory, run_directory_lock
     from .trainer import run  # heavy imports only once the config is known to be good
     if args.evaluate:  # fail before training, not after it, when evaluation data are missing
         from .shift import check_evaluation_data, check_skip
         check_skip(args.skip)
         check_evaluation_data(cfg.dataset, cfg.data_dir, args.skip)
-    run(cfg, args.out, restart_on_config_change=args.restart_on_config_change)
-    if args.evaluate:
-        from .shift import evaluate_run
-        evaluate_run(args.out, cfg.data_dir, cfg.device, skip=args.skip)
+    out = Path(args.out)
+    make_run_directory(out)
+    with run_directory_lock(out, "ssvi train" + (" --evaluate" if args.evaluate else "")):  # one lock, whole job
+        run(cfg, out, restart_on_config_change=args.restart_on_config_change)
+        if args.evaluate:
+            from .shift import evaluate_run
+            evaluate_run(out, cfg.data_dir, cfg.device, skip=args.skip, threads=cfg.threads,
+                         keep_probs=args.keep_probs)
     return 0

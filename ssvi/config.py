@@ -37,7 +37,8 @@ SIGMA_MAX = 10.0
 DEVICE_FORM = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 # keys that may change between a run and its resumption without changing its results
 # (min_subspace_updates only decides whether a run is accepted)
-ENVIRONMENT_KEYS = ("data_dir", "download", "device", "threads", "data_on_device", "min_subspace_updates")
+ENVIRONMENT_KEYS = ("data_dir", "download", "device", "threads", "data_on_device", "min_subspace_updates",
+                    "tensorboard")
 
 
 def opt(default: Any, help: str) -> Any:
@@ -94,7 +95,8 @@ class RunConfig:
     min_subspace_updates: int = opt(1, 'ssvi / gradual_pruning refuse a run with fewer subspace updates (pruning steps); 0 = none needed')
     t_end_frac: float = opt(0.75, 'updates stop at t_end_frac * total steps')
     alpha: float = opt(0.3, 'initial removal fraction (cosine-decayed)')
-    criterion: str = opt("SNR_mean_abs", 'removal criterion (ssvi.criteria.CRITERIA)')
+    criterion: str = opt("SNR_mean_abs", 'removal criterion (ssvi.criteria.CRITERIA) of ssvi and gradual_pruning '
+                                         '(posthoc ranks by snr, deterministic_sparse by |mu|)')
     lam: float = opt(1.0, 'lambda of the exp criteria')
     dense_first_layer: bool = opt(True, 'keep the first conv dense')
     sparse_shortcuts: bool = opt(True, 'sparsify 1x1 shortcut convs')
@@ -102,13 +104,16 @@ class RunConfig:
     # --- two-stage methods ------------------------------------------------------------------------
     init_from: str | None = opt(None, 'posthoc: directory of the finished dense_vi run to compress')
     # --- evaluation -------------------------------------------------------------------------------
-    num_samples: int = opt(10, 'K posterior weight samples for the predictive')
+    num_samples: int = opt(10, 'K posterior weight samples for the predictive (point-estimate methods: 1 forward)')
     eval_batch_size: int = opt(500, 'batch size of evaluation passes')
     # --- environment ------------------------------------------------------------------------------
     data_dir: str = opt("data", 'directory holding the datasets (see README, Data)')
     download: bool = opt(False, 'let torchvision download missing datasets (needs internet)')
     device: str = opt("auto", 'auto | cpu | cuda | cuda:N')
-    threads: int | None = opt(None, "torch CPU threads (None = torch's default)")
+    threads: int | None = opt(None, "torch CPU threads of training and of every evaluation of the run "
+                                    "(None = torch's default)")
+    tensorboard: bool = opt(False, 'also write per-epoch scalars (loss, CE, KL, lr, test accuracy, density, '
+                                   'seconds) as TensorBoard event files in <out>/tensorboard (needs tensorboard)')
     # --- speed: the GPU fast path (README, Performance); all off = the plain path ------------------
     data_on_device: bool = opt(False, 'keep the training set on the training device and augment there '
                                       '(no host copy or synchronisation per batch; same batches)')
@@ -271,6 +276,12 @@ NUMERIC_BOUNDS = (
     ("sigma_init", 0.0, SIGMA_MAX, True), ("sigma_init_std", 0.0, SIGMA_MAX, False), ("width", 0.0, 16.0, True),
     ("lam", 0.0, 1e6, True),
 )
+
+
+def coerce_value(key: str, value: Any) -> Any:
+    """``value`` as the run-config key ``key`` holds it (ints of float keys as floats, "1e-3" as a number),
+    without validation; unknown keys unchanged."""
+    return _coerce(key, value) if key in _FIELD_TYPES else value
 
 
 def _coerce(key: str, value: Any) -> Any:

@@ -64,6 +64,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .files import save_torch
+
 FORMAT = "ssvi-compact"
 VERSION = 1
 COMPACT_MODEL = "model_compact.pt"
@@ -196,8 +198,9 @@ def _decode_layer(prefix: str, record: dict) -> dict[str, torch.Tensor]:
 # --------------------------------------------------------------------------------------------
 
 def save_compact(state_dict: dict[str, torch.Tensor], path: str | os.PathLike, extra: dict | None = None, *,
-                 signed_zeros: bool = True) -> None:
-    """Write ``state_dict`` (and plain-data ``extra``) to ``path`` in the compact format.
+                 signed_zeros: bool = True) -> dict:
+    """Write ``state_dict`` (and plain-data ``extra``) to ``path`` in the compact format, atomically
+    (:func:`ssvi.files.save_torch`); return the written file's size and SHA-256.
 
     ``signed_zeros=False`` drops the signs of the inactive zeros (loaded as +0.0: still ``torch.equal``
     and the same model outputs, not byte-identical), saving up to 2 bits per inactive weight.
@@ -234,10 +237,7 @@ def save_compact(state_dict: dict[str, torch.Tensor], path: str | os.PathLike, e
         metadata = {k: dict(v) for k, v in metadata.items()}
     payload = {"format": FORMAT, "version": VERSION, "keys": list(state_dict), "dense": dense, "sparse": sparse,
                "checksums": checksums, "metadata": metadata, "extra": extra}
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    return save_torch(path, payload)
 
 
 def _verify_checksums(payload: dict) -> None:

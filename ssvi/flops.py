@@ -5,14 +5,16 @@
 - Sparse forward: f_S = sum_l density_l * f_l + (FLOPs outside Bayesian layers, counted dense).
   Test FLOPs of a run = f_S at its final densities (one mean-weight forward per example).
 - Training forward of a Bayesian layer under the local reparameterization trick costs two convolutions
-  (mean and variance path): f^train = LRT_FORWARD_FACTOR * (Bayesian part) + the rest.
+  (mean and variance path): f^train = LRT_FORWARD_FACTOR * (Bayesian part) + the rest. A point-estimate
+  method (``Method.posterior = "point"``) computes one product per layer: f^train = 1 * (Bayesian part) + the rest.
 - Per training step and example, following RigL (Evci et al. 2020), with f^train at the current densities:
     dense VI             3 * f_D
     static sparse        3 * f_S
     SSVI (step < T_end)  (3 * f_S * dT + 2 * f_S + f_D) / (dT + 1)     (dense gradient on update steps)
     SSVI (step >= T_end) 3 * f_S
     gradual pruning      3 * f(d_t) at the density of that step
-    post-hoc             the dense run's total + 3 * f_S per fine-tuning step
+    post-hoc             the dense run's total + 3 * f_S per fine-tuning step + f^train_S per example of the
+                         BatchNorm re-estimation pass (forward only)
   Totals = sum over steps of (per-step FLOPs x examples in that step's batch).
 """
 
@@ -47,10 +49,10 @@ class FlopProfile:
         densities = densities or {}
         return sum(f * densities.get(n, 1.0) for n, f in self.layer_flops.items()) + self.other_flops
 
-    def training_forward(self, densities: dict[str, float] | None = None) -> float:
-        """LRT training forward per example: two convolutions per Bayesian layer."""
+    def training_forward(self, densities: dict[str, float] | None = None, products: int = LRT_FORWARD_FACTOR) -> float:
+        """Training forward per example: ``products`` convolutions per Bayesian layer (LRT: two)."""
         bayesian = self.forward(densities) - self.other_flops
-        return LRT_FORWARD_FACTOR * bayesian + self.other_flops
+        return products * bayesian + self.other_flops
 
 
 @torch.no_grad()
@@ -75,15 +77,16 @@ def profile_model(model: nn.Module, input_shape: tuple[int, int, int]) -> FlopPr
     return FlopProfile(per_layer, float(counter.get_total_flops()) - sum(per_layer.values()))
 
 
-def dense_step(profile: FlopProfile) -> float:
-    return BACKWARD_FACTOR * profile.training_forward()
+def dense_step(profile: FlopProfile, products: int = LRT_FORWARD_FACTOR) -> float:
+    return BACKWARD_FACTOR * profile.training_forward(products=products)
 
 
-def sparse_step(profile: FlopProfile, densities: dict[str, float]) -> float:
-    return BACKWARD_FACTOR * profile.training_forward(densities)
+def sparse_step(profile: FlopProfile, densities: dict[str, float], products: int = LRT_FORWARD_FACTOR) -> float:
+    return BACKWARD_FACTOR * profile.training_forward(densities, products)
 
 
-def ssvi_update_phase_step(profile: FlopProfile, densities: dict[str, float], delta_t: int) -> float:
+def ssvi_update_phase_step(profile: FlopProfile, densities: dict[str, float], delta_t: int,
+                           products: int = LRT_FORWARD_FACTOR) -> float:
     """Average per-step FLOPs while subspace updates run: one dense-gradient step every delta_t."""
-    f_sparse, f_dense = profile.training_forward(densities), profile.training_forward()
+    f_sparse, f_dense = profile.training_forward(densities, products), profile.training_forward(products=products)
     return (BACKWARD_FACTOR * f_sparse * delta_t + 2 * f_sparse + f_dense) / (delta_t + 1)

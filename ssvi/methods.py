@@ -41,6 +41,7 @@ from .subspace import (SparsityLayout, layer_densities, mask_gradients, mask_mom
 
 log = logging.getLogger("ssvi")
 
+GAUSSIAN, POINT = "gaussian", "point"  # Method.posterior: mean-field Gaussian (LRT, KL) or point weights
 METHODS: dict[str, type["Method"]] = {}
 DUPLICATES: dict[str, list[str]] = {}   # name -> every module that registered it (more than one)
 PLUGIN_FAILURES: dict[str, str] = {}    # plugin file -> why it failed to import
@@ -179,15 +180,23 @@ class Method:
                                     the active entries' gradient, so such a step takes the dense path)
       step(step, optimizer) -> bool after backward(); True when the step was a subspace update
       train_flops_per_example(step) FLOPs of that training step per example
+      finalize(run)                 once, after the last epoch and before evaluation (e.g. BatchNorm repair)
+      result_info()                 method-specific entries of metrics.json
 
     A method whose masks follow a schedule names it in ``mask_schedule`` and lists its steps in
     ``update_steps(delta_t)``; ``attach`` then refuses a run with fewer than ``min_subspace_updates`` of them.
+
+    The posterior is declared, not special-cased: ``posterior = "gaussian"`` (the default) trains with the
+    local reparameterization trick and the KL term and predicts by K weight samples; ``posterior = "point"``
+    trains and predicts with the mean weights only (one product per layer, no sigma, no KL, one forward
+    pass per prediction); the trainer and the evaluation read the declaration.
     """
 
     name = "base"
     extra_keys: frozenset[str] = frozenset()  # the run config's ``extra`` keys this method reads
     # what min_subspace_updates counts in update_steps ("subspace updates", "pruning steps"); None: no minimum
     mask_schedule: str | None = None
+    posterior = GAUSSIAN
 
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
@@ -207,6 +216,25 @@ class Method:
             reads = ", ".join(sorted(cls.extra_keys)) or "none"
             raise ConfigError(f"extra key(s) {', '.join(map(repr, unread))} are not read by method {cls.name!r} "
                               f"(it reads: {reads}); remove them or choose the method that reads them")
+
+    @classmethod
+    def is_point_estimate(cls) -> bool:
+        return cls.posterior == POINT
+
+    @property
+    def forward_mode(self) -> str:
+        """The layers' forward mode in training: the LRT for a Gaussian posterior, the mean weights for a point one."""
+        return "mean" if self.is_point_estimate() else "lrt"
+
+    @property
+    def forward_products(self) -> int:
+        """Products (convolutions / matmuls) per Bayesian layer in a training forward pass (FLOPs)."""
+        return 1 if self.is_point_estimate() else flops.LRT_FORWARD_FACTOR
+
+    @property
+    def removal_criterion(self) -> str:
+        """The score that ranks active weights when masks change (the run config's ``criterion``)."""
+        return self.cfg.criterion
 
     @property
     def layout(self) -> SparsityLayout:
@@ -265,11 +293,19 @@ class Method:
         return overall_density(self.layers)
 
     def train_flops_per_example(self, step: int) -> float:
-        return flops.sparse_step(self.ctx.profile, self.densities())
+        return flops.sparse_step(self.ctx.profile, self.densities(), self.forward_products)
 
     def initial_train_flops(self) -> float:
         """Training FLOPs spent before this run started (two-stage methods)."""
         return 0.0
+
+    def finalize(self, run) -> None:
+        """Once, after the last epoch and before evaluation (``run``: ssvi.trainer.Run). Add the FLOPs it
+        spends to ``run.train_flops``."""
+
+    def result_info(self) -> dict:
+        """Method-specific entries of metrics.json (recorded beside the config)."""
+        return {"posterior": self.posterior, "removal_criterion": self.removal_criterion if self.layers else None}
 
     def state_dict(self) -> dict:
         return {"records": self.records}
@@ -308,11 +344,12 @@ class SSVI(Method):
             self.masked_optimizer_step(optimizer)
             return False
         record = subspace_update(self.layers, optimizer, step, self.ctx.t_end, self.cfg.alpha,
-                                 self.cfg.criterion, self.cfg.lam)
+                                 self.removal_criterion, self.cfg.lam)
         self.records.append(record)
         return True
 
     def train_flops_per_example(self, step):
         if step < self.ctx.t_end:
-            return flops.ssvi_update_phase_step(self.ctx.profile, self.densities(), self.cfg.delta_t)
-        return flops.sparse_step(self.ctx.profile, self.densities())
+            return flops.ssvi_update_phase_step(self.ctx.profile, self.densities(), self.cfg.delta_t,
+                                                self.forward_products)
+        return flops.sparse_step(self.ctx.profile, self.densities(), self.forward_products)

@@ -1,10 +1,15 @@
-"""Evaluation metrics: classification (accuracy, NLL, two ECEs, Brier), OOD detection, uncertainty scores.
+"""Evaluation metrics: classification (accuracy, NLL, three ECEs, Brier, selective prediction), OOD detection,
+uncertainty scores.
 
-Two ECEs are reported because the paper's code and the literature differ (reference §5):
+Three calibration errors are reported because the paper's code and the literature differ (reference §5):
 
 * ``ece`` — top-label L1 ECE with 15 equal-width bins (Guo et al. 2017), the definition of
   ``torchmetrics.classification.MulticlassCalibrationError(num_classes, n_bins=15, norm="l1")``:
   bins are left-closed, [k/15, (k+1)/15), and a confidence of exactly 1.0 falls in a bin of its own.
+* ``ace`` — adaptive (equal-mass) top-label L1 ECE: the test points sorted by confidence (ties in input
+  order) and split into 15 groups whose sizes differ by at most one, larger groups first
+  (``torch.tensor_split``); sum over groups of (n_b / n) |accuracy_b − mean confidence_b|. torch-uncertainty's
+  ``AdaptiveCalibrationError(num_bins=15, norm="l1")``; with fewer than 15 points, empty groups are dropped.
 * ``ece_ssvi`` — the authors' "ECE": ``calibration.get_calibration_error(probs, labels)`` of the
   PyPI package ``uncertainty-calibration`` 0.1.4 with its defaults: marginal (class-wise) L2
   calibration error, debiased, averaged over classes as sqrt(mean_k CE_k²), 15 equal-mass bins per
@@ -12,14 +17,16 @@ Two ECEs are reported because the paper's code and the literature differ (refere
   predictions) it bins by distinct value instead. The debiased estimate is clipped at 0 per class,
   so it can be exactly 0.0 on a small accurate test set.
 
-Both are re-implemented here in float64 rather than imported: torchmetrics and uncertainty-calibration
-(which imports scikit-learn) cost ~4 s of start-up in every training job, a fifth of a demo job. The
-test suite checks both against the packages themselves (tests/test_metrics.py), which stay test
-dependencies. The OOD metrics (AUROC, average precision) are likewise exact closed forms checked
-against torchmetrics and scikit-learn.
+Selective prediction (``aurc``, ``augrc``: :mod:`ssvi.selective`) ranks the test points by their maximum
+probability. All of these are re-implemented here in float64 rather than imported: torchmetrics,
+torch-uncertainty and uncertainty-calibration (which imports scikit-learn) cost seconds of start-up in every
+training job. The test suite checks each against the packages themselves (tests/test_metrics.py,
+tests/test_views.py), which stay test dependencies. The OOD metrics (AUROC, average precision) are
+likewise exact closed forms checked against torchmetrics and scikit-learn.
 
-OOD detection uses the convention "higher score = more in-distribution"; in-distribution is the
-positive class.
+OOD detection uses the convention "higher score = more in-distribution"; AUPR is reported both ways:
+``aupr_in`` with the in-distribution test set as the positive class, ``aupr_out`` with the OOD set as the
+positive class (scored by the negated score).
 """
 
 from __future__ import annotations
@@ -30,7 +37,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["METRIC_VARIANTS", "classification_metrics", "ood_metrics", "uncertainty_scores"]
+__all__ = ["METRIC_VARIANTS", "OOD_METRIC_VARIANTS", "classification_metrics", "ood_metrics", "reliability_bins",
+           "uncertainty_scores"]
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +53,15 @@ METRIC_VARIANTS: dict[str, str] = {
            f"{NLL_PROB_FLOOR:g}), natural log",
     "ece": f"top-label L1 ECE, {ECE_BINS} equal-width bins (Guo et al. 2017; torchmetrics "
            f"MulticlassCalibrationError's definition, norm='l1', computed in float64)",
+    "ace": f"adaptive ECE: top-label L1 calibration error over {ECE_BINS} equal-mass bins of the test points sorted by "
+           "confidence (torch-uncertainty AdaptiveCalibrationError's definition, norm='l1', computed in float64)",
     "ece_ssvi": "authors' ECE: uncertainty-calibration 0.1.4 get_calibration_error with its defaults (class-wise, "
                 "debiased, L2, 15 equal-mass bins), re-implemented in float64 and tested equal to the package",
+    "aurc": "area under the risk-coverage curve: test points ranked by maximum probability (ties: their mean "
+            "error), risk at coverage k/n = error rate of the k most confident, trapezoid over k/n = 1/n..1 divided "
+            "by (1 - 1/n) (torch-uncertainty AURC's definition); lower is better",
+    "augrc": "area under the generalized risk-coverage curve: as aurc with the risk at coverage k/n multiplied by "
+             "k/n (errors among the k most confident / n; torch-uncertainty AUGRC, Traub et al. 2024); lower is better",
     "brier": "Brier score: mean over samples of the sum over classes of (p - onehot)^2 (range [0, 2])",
     "nll_floor_hits": f"test points whose true-label probability was below the NLL floor {NLL_PROB_FLOOR:g} "
                       "(the authors' NLL is inf whenever this is > 0)",
@@ -84,14 +99,42 @@ def _check_probs(probs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
 
 def top_label_ece(probs: Tensor, labels: Tensor, bins: int = ECE_BINS) -> float:
     """Top-label L1 ECE over ``bins`` equal-width bins [k/bins, (k+1)/bins), 1.0 in a bin of its own."""
-    confidence, prediction = probs.to(torch.float64).max(1)
-    correct = (prediction == labels).to(torch.float64)
+    confidence, correct = _top_label(probs, labels)
     edges = torch.linspace(0, 1, bins + 1, dtype=torch.float64, device=probs.device)
     index = torch.bucketize(confidence, edges, right=True) - 1
     count = torch.bincount(index, minlength=bins + 1).to(torch.float64)
     gap = (torch.bincount(index, weights=confidence, minlength=bins + 1)
            - torch.bincount(index, weights=correct, minlength=bins + 1)).abs()
     return float(gap.sum() / count.sum())  # sum_b (n_b / n) |conf_b - acc_b|, with n_b |...| = |sum conf - sum acc|
+
+
+def _top_label(probs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """(confidence, correct) in float64: the maximum probability and whether its class is the label."""
+    confidence, prediction = probs.to(torch.float64).max(1)
+    return confidence, (prediction == labels).to(torch.float64)
+
+
+def adaptive_ece(probs: Tensor, labels: Tensor, bins: int = ECE_BINS) -> float:
+    """Top-label L1 ECE over ``bins`` equal-mass groups of the points sorted by confidence (stable: ties keep
+    input order); group sizes differ by at most one, the larger first; empty groups (n < bins) are dropped."""
+    confidence, correct = _top_label(probs, labels)
+    order = torch.sort(confidence, stable=True).indices
+    total = 0.0
+    for conf, hits in zip(confidence[order].tensor_split(bins), correct[order].tensor_split(bins)):
+        if len(conf):
+            total += float((hits.sum() - conf.sum()).abs())  # n_b |acc_b - conf_b|
+    return total / len(confidence)
+
+
+def reliability_bins(probs: Tensor, labels: Tensor, bins: int = ECE_BINS) -> dict[str, list]:
+    """Per equal-width confidence bin [k/bins, (k+1)/bins) (the last one closed): the number of test points,
+    their summed confidence and their number correct (reliability diagrams; sums pool over seeds)."""
+    confidence, correct = _top_label(probs, labels)
+    index = (confidence * bins).floor().long().clamp(0, bins - 1)
+    return {"bins": bins,
+            "count": torch.bincount(index, minlength=bins).tolist(),
+            "confidence_sum": torch.bincount(index, weights=confidence, minlength=bins).tolist(),
+            "correct_sum": torch.bincount(index, weights=correct, minlength=bins).tolist()}
 
 
 def _equal_mass_edges(column: np.ndarray, bins: int) -> np.ndarray:
@@ -148,9 +191,10 @@ def classification_metrics(probs: Tensor, labels: Tensor) -> dict[str, float]:
         labels: N integer labels in [0, C).
 
     Returns:
-        ``{"acc", "nll", "ece", "ece_ssvi", "brier"}`` as Python floats and ``nll_floor_hits`` (an int);
-        see :data:`METRIC_VARIANTS`.
+        ``{"acc", "nll", "ece", "ace", "ece_ssvi", "brier", "aurc", "augrc"}`` as Python floats and
+        ``nll_floor_hits`` (an int); see :data:`METRIC_VARIANTS`.
     """
+    from .selective import aurc, augrc
     probs, labels = _check_probs(probs, labels)
     p64 = probs.detach().to(torch.float64)
     idx = torch.arange(labels.shape[0], device=labels.device)
@@ -166,8 +210,11 @@ def classification_metrics(probs: Tensor, labels: Tensor) -> dict[str, float]:
         "acc": float(acc),
         "nll": float(nll),
         "ece": top_label_ece(probs.detach(), labels),
+        "ace": adaptive_ece(probs.detach(), labels),
         "ece_ssvi": calibration_error_ssvi(probs, labels),
         "brier": float(brier),
+        "aurc": aurc(probs.detach(), labels),
+        "augrc": augrc(probs.detach(), labels),
         "nll_floor_hits": int((p_true < NLL_PROB_FLOOR).sum()),
     }
 
@@ -199,12 +246,21 @@ def _average_precision(scores: Tensor, positive: Tensor) -> Tensor:
     return (recall_steps * precision).sum()
 
 
+OOD_METRIC_VARIANTS: dict[str, str] = {
+    "auroc": "area under the ROC curve, ties counting one half",
+    "aupr_in": "average precision with the in-distribution test set as the positive class (AUPR-In)",
+    "aupr_out": "average precision with the OOD set as the positive class, scored by the negated score (AUPR-Out)",
+    "fpr95": "fraction of OOD inputs scored at or above the threshold where 95% of in-distribution inputs pass",
+}
+
+
 def ood_metrics(scores_in: Tensor, scores_out: Tensor) -> dict[str, float]:
-    """OOD detection metrics; higher score = more in-distribution; in-distribution is positive.
+    """OOD detection metrics; higher score = more in-distribution.
 
     Returns:
-        ``auroc`` (ties count one half), ``aupr`` (average precision,
-        in-distribution positive), ``fpr95``: the fraction of OOD scores >= the threshold τ, where τ
+        ``auroc`` (ties count one half; the same either way round), ``aupr_in`` (average precision,
+        in-distribution positive), ``aupr_out`` (average precision, OOD positive, ranked by the negated
+        score), ``fpr95``: the fraction of OOD scores >= the threshold τ, where τ
         is the largest threshold with TPR = P(score_in >= τ) >= 0.95 (the ROC point where TPR first
         reaches 95%, as ``sklearn.metrics.roc_curve`` gives it).
     """
@@ -217,14 +273,15 @@ def ood_metrics(scores_in: Tensor, scores_out: Tensor) -> dict[str, float]:
 
     scores = torch.cat([s_in, s_out])
     positive = torch.cat([torch.ones_like(s_in, dtype=torch.bool), torch.zeros_like(s_out, dtype=torch.bool)])
-    auroc, aupr = _auroc(scores, positive), _average_precision(scores, positive)
+    auroc, aupr_in = _auroc(scores, positive), _average_precision(scores, positive)
+    aupr_out = _average_precision(-scores, ~positive)
 
     n_in = s_in.numel()
     k = int(np.ceil(FPR_AT_TPR * n_in - 1e-9))  # number of in-distribution scores that must pass
     k = min(max(k, 1), n_in)
     tau = torch.sort(s_in, descending=True).values[k - 1]
     fpr = (s_out >= tau).to(torch.float64).mean()
-    return {"auroc": float(auroc), "aupr": float(aupr), "fpr95": float(fpr)}
+    return {"auroc": float(auroc), "aupr_in": float(aupr_in), "aupr_out": float(aupr_out), "fpr95": float(fpr)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -234,6 +291,11 @@ def ood_metrics(scores_in: Tensor, scores_out: Tensor) -> dict[str, float]:
 def _entropy(p: Tensor) -> Tensor:
     """Entropy (nats) over the last dimension, 0·log 0 = 0."""
     return -torch.special.xlogy(p, p).sum(-1)
+
+
+def expected_entropy(sample_probs: Tensor) -> Tensor:
+    """Per input, the mean over the K samples of each sample's predictive entropy (nats, float64)."""
+    return _entropy(torch.as_tensor(sample_probs).detach().to(torch.float64)).mean(0)
 
 
 def uncertainty_scores(sample_probs: Tensor) -> dict[str, Tensor]:
@@ -250,12 +312,14 @@ def uncertainty_scores(sample_probs: Tensor) -> dict[str, Tensor]:
         raise ValueError(f"sample_probs must be K x N x C with K >= 1, got shape {tuple(sample_probs.shape)}")
     out_dtype = sample_probs.dtype if sample_probs.is_floating_point() else torch.get_default_dtype()
     p = sample_probs.detach().to(torch.float64)
-    mean = p.mean(0)
+    scores = scores_from_mixture(p.mean(0), expected_entropy(p))
+    return {name: value.to(out_dtype) for name, value in scores.items()}
+
+
+def scores_from_mixture(mean_probs: Tensor, mean_entropy: Tensor) -> dict[str, Tensor]:
+    """The scores of :func:`uncertainty_scores` from the predictive mean (N x C) and the mean entropy of the
+    components (N): also the scores of an ensemble, whose components are every member's samples."""
+    mean = torch.as_tensor(mean_probs).detach().to(torch.float64)
     h_mean = _entropy(mean)
-    mean_h = _entropy(p).mean(0)
-    mi = (h_mean - mean_h).clamp_min(0.0)
-    return {
-        "max_prob": mean.max(-1).values.to(out_dtype),
-        "neg_entropy": (-h_mean).to(out_dtype),
-        "neg_mutual_info": (-mi).to(out_dtype),
-    }
+    mi = (h_mean - torch.as_tensor(mean_entropy).to(torch.float64)).clamp_min(0.0)
+    return {"max_prob": mean.max(-1).values, "neg_entropy": -h_mean, "neg_mutual_info": -mi}

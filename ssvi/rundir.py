@@ -1,14 +1,26 @@
-"""The run directory: its file names, atomic writes, checkpoints, the per-run lock and the identity check.
+"""The run directory: its files, checkpoints, the final posterior, the lock, progress and integrity checks.
 
-A run directory (``--out``) holds one run. ``run.lock`` is held with ``flock`` while a process uses it
-(the OS drops it when the process dies, ``kill -9`` included) and names the holder's pid. Files are
-written atomically (temporary file + rename). A directory whose recorded config (``metrics.json`` or
-``checkpoint.pt``) differs from the requested one is refused before anything is written, or deleted
-with ``restart_on_config_change``.
+A run directory (``--out``) holds one run. While it trains: ``config.yaml`` (the resolved config),
+``checkpoint.pt`` (the last epoch, for resuming), ``progress.json`` (the last epoch's numbers, for
+``ssvi status``) and ``train.log``. A finished run keeps its final posterior in the compact format
+(``model_compact.pt``: mask bits plus the active mu and rho, with the training state a re-evaluation needs),
+``predictions.pt``, ``subspace.json`` and, written last, ``metrics.json``, which records the size and SHA-256
+of each of those files; the checkpoint is then deleted. ``ssvi evaluate`` adds ``ood_shift.json`` (and,
+when asked, ``eval_probs.pt``, recorded there). Runs made before this layout keep a dense ``model.pt``
+(and their checkpoint); they are read as they are.
+
+Every file is written atomically (:mod:`ssvi.files`). :func:`check_finished` verifies a finished run's files
+(sizes; with ``full``, SHA-256 too) wherever a run is trusted, and a damaged file is one error naming it and
+the files to delete so that re-running redoes only what was lost.
+
+``run.lock`` is held with ``flock`` by the one process using the directory (the OS drops it when the
+process dies, ``kill -9`` included) and names the holder's pid and host; the same process may re-enter it.
+A directory whose recorded config differs from the requested one is refused before anything is written,
+or deleted with ``restart_on_config_change``.
 
     with run_directory_lock(out):
         check_same_run(cfg, out, restart_on_config_change=False)
-        save_checkpoint(run, out / CHECKPOINT)
+        save_checkpoint(out / CHECKPOINT, state)
 """
 
 from __future__ import annotations
@@ -20,48 +32,58 @@ import logging
 import os
 import pickle
 import random
+import socket
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-import numpy as np
-import torch
 
 from .config import RunConfig, config_differences, describe_differences
 from .errors import UserError
-
-if TYPE_CHECKING:
-    from .trainer import Run
+from .files import check_file, file_record, remove_stale_temporaries, save_torch, write_json
 
 log = logging.getLogger("ssvi")
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.json"
 PREDICTIONS = "predictions.pt"
-FINAL_MODEL = "model.pt"
+FINAL_MODEL = "model_compact.pt"
+LEGACY_MODEL = "model.pt"            # the dense final model of runs made before the compact layout
 SUBSPACE_RECORDS = "subspace.json"
 RESOLVED_CONFIG = "config.yaml"
+EVALUATION = "ood_shift.json"
+EVAL_PROBS = "eval_probs.pt"
+PROGRESS = "progress.json"
+LOG_FILE = "train.log"
 LOCK_FILE = "run.lock"
+TENSORBOARD = "tensorboard"          # TensorBoard event files (run option tensorboard)
+FILES_KEY = "files"                  # metrics.json / ood_shift.json: {name: {"bytes", "sha256"}} of result files
 # what --restart-on-config-change deletes: everything derived from the old config (train.log stays)
-RUN_FILES = (CHECKPOINT, METRICS, PREDICTIONS, FINAL_MODEL, SUBSPACE_RECORDS, "ood_shift.json", RESOLVED_CONFIG,
-             "model_compact.pt")
+RUN_FILES = (CHECKPOINT, METRICS, PREDICTIONS, FINAL_MODEL, LEGACY_MODEL, SUBSPACE_RECORDS, EVALUATION, EVAL_PROBS,
+             RESOLVED_CONFIG, PROGRESS)
+LOCK_WAIT_S = 2.0  # a lock probe (ssvi status) holds the lock for microseconds: retry that long before refusing
 
 
 class RunConflictError(UserError, RuntimeError):
     """The run directory holds another run, or another process is using it."""
 
 
-def atomic_write(path: Path, write) -> None:
-    """Write via a temporary file and rename, so a crash never leaves a half-written file."""
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
+class DamagedRunError(UserError):
+    """A result file of a finished run is missing, truncated or corrupt; the message names it and the fix."""
+
+    def __init__(self, damage: "Damage", more: list["Damage"] = ()):
+        self.damage, self.more = damage, list(more)
+        extra = (f" (and {len(self.more)} more damaged file(s): {', '.join(d.file.name for d in self.more)})"
+                 if self.more else "")
+        super().__init__(damage.message() + extra)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda p: p.write_text(text))
-
+# --------------------------------------------------------------------------------------------
+# checkpoints and the final posterior
+# --------------------------------------------------------------------------------------------
 
 def rng_state() -> dict:
+    import numpy as np
+    import torch
     state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -69,6 +91,8 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
+    import numpy as np
+    import torch
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
@@ -76,18 +100,14 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(run: Run, path: Path) -> None:
-    state = {
-        "config": run.cfg.to_dict(), "epoch": run.epoch, "step": run.step, "train_flops": run.train_flops,
-        "wall_time": run.wall_time, "history": run.history, "model": run.model.state_dict(),
-        "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
-        "method": run.method.state_dict(), "rng": rng_state(),
-    }
-    atomic_write(path, lambda p: torch.save(state, p))
+def save_checkpoint(path: Path, state: dict) -> dict:
+    """Write a training state (``ssvi.trainer.run_state``) atomically."""
+    return save_torch(path, {**state, "rng": rng_state()})
 
 
-def read_checkpoint(path: Path, map_location: torch.device | str, mmap: bool = False) -> dict:
+def read_checkpoint(path: Path, map_location, mmap: bool = False) -> dict:
     """A checkpoint's state; a file that cannot be read as one is a UserError naming the file to delete."""
+    import torch
     try:
         state = torch.load(path, map_location=map_location, weights_only=False, mmap=mmap)
         state["config"]
@@ -99,19 +119,161 @@ def read_checkpoint(path: Path, map_location: torch.device | str, mmap: bool = F
     return state
 
 
-def load_checkpoint(run: Run, path: Path) -> None:
-    state = read_checkpoint(path, run.device)
-    run.model.load_state_dict(state["model"])
-    run.optimizer.load_state_dict(state["optimizer"])
-    run.scheduler.load_state_dict(state["scheduler"])
-    run.method.load_state_dict(state["method"])
-    run.epoch, run.step, run.train_flops = state["epoch"], state["step"], state["train_flops"]
-    run.wall_time, run.history = state["wall_time"], state["history"]
-    set_rng_state(state["rng"])
+def save_final(out: Path, state_dict: dict, final_state: dict) -> dict:
+    """The finished run's posterior in the compact format, with the training state (config, epoch, step,
+    FLOPs, wall time, history, method state) that a re-evaluation needs; returns its file record."""
+    from .export import save_compact
+    return save_compact(state_dict, out / FINAL_MODEL, extra=final_state)
+
+
+def final_model_path(out: Path) -> Path | None:
+    """The final posterior of the run in ``out``: the compact file, or a legacy dense ``model.pt``."""
+    for name in (FINAL_MODEL, LEGACY_MODEL):
+        if (out / name).is_file():
+            return out / name
+    return None
+
+
+def load_final(out: Path, map_location="cpu") -> tuple[dict, dict]:
+    """(state dict, final state) of the run in ``out``, compact or legacy; DamagedRunError for a damaged file.
+
+    A legacy ``model.pt`` holds only the config next to the weights; its final state is ``{"config": ...}``."""
+    import torch
+    from .export import CompactFormatError, load_compact
+    path = final_model_path(out)
+    if path is None:
+        raise DamagedRunError(Damage(out / FINAL_MODEL, "missing", repair_advice(out, FINAL_MODEL)))
+    try:
+        if path.name == FINAL_MODEL:
+            return load_compact(path, map_location=map_location)
+        legacy = torch.load(path, map_location=map_location, weights_only=False)
+        return legacy["model"], {"config": legacy["config"]}
+    except (CompactFormatError, RuntimeError, EOFError, OSError, ValueError, KeyError, TypeError,
+            pickle.UnpicklingError) as error:
+        reason = (str(error).splitlines() or [type(error).__name__])[0]
+        raise DamagedRunError(Damage(path, reason, repair_advice(out, path.name))) from None
+
+
+# --------------------------------------------------------------------------------------------
+# integrity of finished runs
+# --------------------------------------------------------------------------------------------
+
+def repair_advice(out: Path, name: str) -> str:
+    """Which files to delete so that re-running redoes only what ``name``'s damage lost, and how."""
+    rerun = (f"then re-run the run's `python -m ssvi train --out {out} ...` command, or `snakemake` (it re-runs "
+             f"a run whose {METRICS} or {EVALUATION} is missing)")
+    if name in (EVALUATION, EVAL_PROBS):
+        files = [EVALUATION, EVAL_PROBS]
+        redo = f"the OOD / shift evaluation is redone from the final model (`python -m ssvi evaluate --run {out}`)"
+    elif name in (FINAL_MODEL, LEGACY_MODEL):
+        files = [name, METRICS, PREDICTIONS, SUBSPACE_RECORDS, EVALUATION, EVAL_PROBS]
+        redo = (f"the run resumes from {CHECKPOINT}" if (out / CHECKPOINT).is_file()
+                else "the run is retrained from scratch (its checkpoint was removed when it finished)")
+    else:  # metrics.json, predictions.pt, subspace.json: written from the final model
+        files = [METRICS, PREDICTIONS, SUBSPACE_RECORDS]
+        redo = "the run is re-evaluated from its final model, without retraining"
+    present = [f for f in files if (out / f).exists() or f == name]
+    listed = ", ".join(present[:-1]) + f" and {present[-1]}" if len(present) > 1 else present[0]
+    return f"delete {listed} ({redo}): rm {' '.join(str(out / f) for f in present)}; {rerun}"
+
+
+def read_json_file(path: Path, what: str, required: tuple[str, ...] = ()) -> dict:
+    """A result JSON file; DamagedRunError naming it and the fix when it is empty, not JSON or incomplete."""
+    try:
+        value = json.loads(path.read_text())
+        if not isinstance(value, dict):
+            raise ValueError(f"it holds a {type(value).__name__}, not an object")
+        missing = [k for k in required if k not in value]
+        if missing:
+            raise ValueError(f"no {', '.join(map(repr, missing))} in it")
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        reason = getattr(error, "strerror", None) or (str(error).splitlines() or ["empty"])[0]
+        raise DamagedRunError(Damage(path, f"{what} unreadable: {reason}",
+                                     repair_advice(path.parent, path.name))) from None
+    return value
+
+
+METRICS_KEYS = ("method", "dataset", "arch", "seed", "config", "acc")
+EVALUATION_KEYS = ("method", "dataset", "arch", "seed", "ood", "shift")
+
+
+def read_metrics(out: Path) -> dict:
+    return read_json_file(Path(out) / METRICS, "the run's results", METRICS_KEYS)
+
+
+def read_evaluation_file(out: Path) -> dict:
+    return read_json_file(Path(out) / EVALUATION, "the OOD / shift evaluation", EVALUATION_KEYS)
+
+
+@dataclass
+class Damage:
+    file: Path
+    problem: str
+    advice: str
+
+    def message(self) -> str:
+        return f"{self.file} is damaged ({self.problem}); {self.advice}"
+
+
+def damaged_files(out: Path, full: bool = False) -> list[Damage]:
+    """Every recorded result file of the finished run in ``out`` that is missing, truncated (or, with ``full``,
+    corrupted); metrics.json and ood_shift.json must parse. Runs made before files were recorded are checked
+    for their final model only."""
+    out = Path(out)
+    try:
+        metrics = read_metrics(out)
+    except DamagedRunError as error:
+        return [error.damage]
+    records = dict(metrics.get(FILES_KEY) or {})
+    if not records and final_model_path(out) is None:
+        return [Damage(out / FINAL_MODEL, "missing", repair_advice(out, FINAL_MODEL))]
+    if (out / EVALUATION).is_file():
+        try:
+            records.update(read_evaluation_file(out).get(FILES_KEY) or {})
+        except DamagedRunError as error:
+            return [error.damage]
+    damage = []
+    for name, record in records.items():
+        problem = check_file(out / name, record, full)
+        if problem:
+            damage.append(Damage(out / name, problem, repair_advice(out, name)))
+    return damage
+
+
+def check_finished(out: Path, full: bool = False) -> dict:
+    """The metrics of the finished run in ``out`` after checking its result files; DamagedRunError otherwise."""
+    damage = damaged_files(out, full)
+    if damage:
+        raise DamagedRunError(damage[0], damage[1:])
+    return read_metrics(out)
+
+
+def records_of(out: Path, names) -> dict[str, dict]:
+    """File records of existing files (read and hashed now)."""
+    return {name: file_record(out / name) for name in names}
+
+
+# --------------------------------------------------------------------------------------------
+# progress, log, lock, identity
+# --------------------------------------------------------------------------------------------
+
+def write_progress(out: Path, **values) -> None:
+    """``progress.json``: the run's phase and last epoch (read by ``ssvi status``; small, atomic)."""
+    write_json(out / PROGRESS, {**values, "pid": os.getpid(), "host": socket.gethostname(),
+                                "updated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+
+class RunLogHandler(logging.FileHandler):
+    """``train.log``: a failed write of a log line (a full disk) must not print a traceback of its own."""
+
+    def handleError(self, record):  # noqa: N802 (logging's name)
+        pass
 
 
 def attach_log_file(out: Path) -> logging.Handler:
-    handler = logging.FileHandler(out / "train.log")
+    handler = RunLogHandler(out / LOG_FILE)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     log.addHandler(handler)
     return handler
@@ -126,35 +288,76 @@ def make_run_directory(out: Path) -> None:
         raise UserError(f"cannot create the run directory {out} ({error.strerror}); choose a --out you can write to") from None
 
 
+_held: dict[Path, int] = {}  # run directories this process holds -> nesting depth
+
+
 @contextlib.contextmanager
-def run_directory_lock(out: Path):
-    """Hold ``out/run.lock`` exclusively (``flock``: released by the OS when the process dies) and write our pid."""
+def run_directory_lock(out: Path, purpose: str = "ssvi"):
+    """Hold ``out/run.lock`` exclusively (``flock``: released by the OS when the process dies) and write our pid
+    and host into it. The same process may re-enter (train, then evaluate, in one job); another is refused."""
+    key = Path(os.path.abspath(out))
+    if key in _held:
+        _held[key] += 1
+        try:
+            yield
+        finally:
+            _held[key] -= 1
+        return
     try:
         fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as error:
         raise UserError(f"cannot write to the run directory {out} ({error.strerror}); choose a --out you can write to") from None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            raise RunConflictError(f"{out} is in use by another ssvi train (pid {holder}); "
-                                   "wait for it to finish, or use another --out") from None
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+                raise RunConflictError(f"{out} is in use by another ssvi process ({holder}); "
+                                       "wait for it to finish, or use another --out") from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
+        try:
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, {purpose}\n".encode(), 0)
+        except OSError:
+            pass  # a full disk: the lock holds without the note
+        remove_stale_temporaries(out)  # left by a process killed mid-write
+        _held[key] = 1
+        try:
+            yield
+        finally:
+            del _held[key]
     finally:
         os.close(fd)  # drops the lock
 
 
-def recorded_config(out: Path) -> dict | None:
-    """The config of the run ``out`` holds (finished or checkpointed), if any."""
-    if (out / METRICS).exists():
+def lock_holder(out: Path) -> str | None:
+    """Who holds ``out``'s lock ("pid N on HOST, purpose"), or None when nobody does (a non-blocking probe)."""
+    try:
+        fd = os.open(Path(out) / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
         try:
-            return json.loads((out / METRICS).read_text())["config"]
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
-            raise UserError(f"{out / METRICS} is corrupt ({error}); delete it to redo this run's evaluation: "
-                            f"rm {out / METRICS}") from None
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def recorded_config(out: Path) -> dict | None:
+    """The config of the run ``out`` holds (finished, finished training, or checkpointed), if any."""
+    if (out / METRICS).exists():
+        return read_metrics(out)["config"]
+    if final_model_path(out) is not None:
+        return load_final(out)[1]["config"]
     if (out / CHECKPOINT).exists():
         return read_checkpoint(out / CHECKPOINT, "cpu", mmap=True)["config"]  # mmap: reads only what it uses
     return None
@@ -169,6 +372,13 @@ def check_same_run(cfg: RunConfig, out: Path, restart_on_config_change: bool) ->
     if not restart_on_config_change:
         raise RunConflictError(f"{out} holds a run with another configuration ({describe_differences(differences)}); "
                                "use another --out, or add --restart-on-config-change to delete that run and start over")
+    delete_run_files(out)
+    log.info("configuration changed (%s): deleted the old run's files, starting fresh", describe_differences(differences))
+
+
+def delete_run_files(out: Path) -> None:
+    import shutil
     for name in RUN_FILES:
         (out / name).unlink(missing_ok=True)
-    log.info("configuration changed (%s): deleted the old run's files, starting fresh", describe_differences(differences))
+    shutil.rmtree(out / TENSORBOARD, ignore_errors=True)
+

@@ -1,22 +1,26 @@
 """Out-of-distribution detection and distribution-shift evaluation of a finished run (no retraining).
 
     python -m ssvi evaluate --run results/runs/cifar10/resnet18/ssvi/default/d0.1/seed0 [--data-dir data] \
-        [--skip svhn --skip cifar10c]
+        [--skip svhn --skip cifar10c] [--keep-probs]
 
-Reads the run's ``model.pt`` and ``metrics.json`` and writes ``ood_shift.json``:
+Reads the run's final model and ``metrics.json`` (checked first: a damaged file is one error naming it) and
+writes ``ood_shift.json``, holding the run's lock and computing on the run's ``threads``:
 
 - OOD detection: the in-distribution test set against each OOD set of :data:`OOD_SETS` (CIFAR-10/100
   vs SVHN and vs each other). Scores (higher = more in-distribution): maximum softmax probability,
   negative predictive entropy and negative mutual information (the epistemic part, from the K posterior
-  samples); metrics AUROC, AUPR (in-distribution positive) and FPR at 95% TPR (:func:`ssvi.metrics.ood_metrics`).
-  Both sides are computed here, from fp32 probabilities of the same K weight samples (the seeded generator
-  of the trainer's evaluation). ``predictions.pt`` is not used: it stores the samples in fp16, whose
-  rounding alone turned a chance-level run's max-prob AUROC from 0.71 into 1.0; recomputing costs one
-  pass over the test set per sample, less than any OOD set, and needs no larger files.
-- Distribution shift: accuracy, NLL, ECE and Brier of the posterior predictive under corruptions at
-  severities 1-5 (:data:`SHIFT_SETS`): CIFAR-10-C's standard ``.npy`` files for ``cifar10``; for the
-  embedded ``digits`` default, corruptions generated on the fly (:data:`DIGITS_CORRUPTIONS`, deterministic
-  per seed).
+  samples; a point-estimate method has none, so it gets the first two); metrics AUROC, AUPR both ways
+  (in-distribution positive: ``aupr_in``; OOD positive: ``aupr_out``) and FPR at 95% TPR
+  (:func:`ssvi.metrics.ood_metrics`). Both sides are computed here, from fp32 probabilities of the same K
+  weight samples (the seeded generator of the trainer's evaluation). ``predictions.pt`` is not used: it
+  stores the samples in fp16, whose rounding alone turned a chance-level run's max-prob AUROC from 0.71
+  into 1.0; recomputing costs one pass over the test set per sample, less than any OOD set.
+- Distribution shift: accuracy, NLL, ECE and Brier of the predictive under corruptions at severities 1-5
+  (:data:`SHIFT_SETS`): CIFAR-10-C's standard ``.npy`` files for ``cifar10``; for the embedded ``digits``
+  default, corruptions generated on the fly (:data:`DIGITS_CORRUPTIONS`, deterministic per seed).
+- With ``keep_probs`` (``--keep-probs``; the workflow asks it of ensemble members) also ``eval_probs.pt``,
+  recorded in ``ood_shift.json``'s ``files``: per set the predictive probabilities (fp32) and, for the test
+  and OOD sets, each input's mean entropy over the samples, from which the report layer scores ensembles.
 
 Every set of :func:`evaluation_sets` is evaluated, or the command fails (exit 2, no ``ood_shift.json``)
 naming the missing files, before any forward pass. A set skipped explicitly (``--skip NAME``; workflow
@@ -30,8 +34,8 @@ grey-scale patches cut at seeded random places from the two photographs that shi
 
 from __future__ import annotations
 
-import json
 import logging
+import signal
 from pathlib import Path
 
 import torch
@@ -39,13 +43,15 @@ import torch.nn.functional as F
 
 from .data import (CIFAR10C, CIFAR10C_CORRUPTIONS, DataMissingError, Dataset, describe_missing, load_cifar10c,
                    load_dataset, sample_photos)
-from .errors import UserError
-from .evaluate import posterior_generator, posterior_samples
-from .metrics import classification_metrics, ood_metrics, uncertainty_scores
+from .errors import Interrupted, Terminated, UserError, signal_of
+from .evaluate import num_predictive_samples, predictive_samples
+from .files import DiskFullError, save_torch, write_json
+from .methods import POINT
+from .metrics import OOD_METRIC_VARIANTS, classification_metrics, expected_entropy, ood_metrics, uncertainty_scores
 from .models import create_model
 from .provenance import provenance
-from .rundir import FINAL_MODEL, METRICS, atomic_write_text
-from .trainer import resolve_device
+from .rundir import EVAL_PROBS, EVALUATION, FILES_KEY, METRICS, check_finished, load_final, run_directory_lock
+from .trainer import resolve_device, set_threads
 
 log = logging.getLogger("ssvi")
 
@@ -56,7 +62,7 @@ SHIFT_SETS = {"cifar10": CIFAR10C, "digits": DIGITS_CORRUPTED}
 SHIFT_SOURCE = {CIFAR10C: "CIFAR-10-C (standard .npy files)", DIGITS_CORRUPTED: "digits corrupted on the fly"}
 DIGITS_CORRUPTIONS = ("gaussian_noise", "impulse_noise", "gaussian_blur", "contrast", "pixelate")
 SEVERITIES = (1, 2, 3, 4, 5)
-RESULT_FILE = "ood_shift.json"
+RESULT_FILE = EVALUATION
 PATCH_SIZE = 32  # pixels cut from the photographs before resizing
 
 
@@ -191,74 +197,111 @@ def shifted_sets(data: Dataset, data_dir: str, seed: int):
 # --------------------------------------------------------------------------------------------
 
 def load_finished_run(run_dir: Path, data_dir: str | None, device: torch.device):
+    """The metrics, test data and final model of the finished run in ``run_dir``, its result files checked."""
     if not run_dir.is_dir():
         raise UserError(f"{run_dir} does not exist; --run takes the directory of a finished run "
                         "(the --out of a completed `python -m ssvi train`)")
-    missing = [name for name in (METRICS, FINAL_MODEL) if not (run_dir / name).is_file()]
-    if missing:
-        raise UserError(f"{run_dir} holds no finished run (no {' or '.join(missing)}); finish it first: re-running its "
+    if not (run_dir / METRICS).is_file():
+        raise UserError(f"{run_dir} holds no finished run (no {METRICS}); finish it first: re-running its "
                         "`python -m ssvi train --out` command resumes it")
-    metrics = json.loads((run_dir / METRICS).read_text())
+    metrics = check_finished(run_dir)
     cfg = metrics["config"]
     data = load_dataset(cfg["dataset"], data_dir or cfg["data_dir"], image_size=cfg["image_size"])
     model = create_model(cfg["arch"], data.num_classes, cfg["width"], data.in_channels, bayesian=True)
-    model.load_state_dict(torch.load(run_dir / FINAL_MODEL, map_location="cpu", weights_only=False)["model"])
+    model.load_state_dict(load_final(run_dir, "cpu")[0])
     return metrics, data, model.to(device)
 
 
-def evaluate_run(run_dir: str | Path, data_dir: str | None = None, device: str = "auto", skip=()) -> dict:
-    """Evaluate every set of :func:`evaluation_sets` not in ``skip`` and write ``ood_shift.json``; a missing
-    set raises DataMissingError before anything is computed or written."""
+def evaluate_run(run_dir: str | Path, data_dir: str | None = None, device: str = "auto", skip=(),
+                 threads: int | None = None, keep_probs: bool = False) -> dict:
+    """Evaluate every set of :func:`evaluation_sets` not in ``skip`` and write ``ood_shift.json`` (and with
+    ``keep_probs`` the per-set probabilities ensembles need, ``eval_probs.pt``); a missing set raises
+    DataMissingError before anything is computed or written. Holds the run's lock; computes on ``threads``
+    CPU threads (default: the run's own ``threads``)."""
     run_dir = Path(run_dir)
     check_skip(skip)
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir} does not exist; --run takes the directory of a finished run "
+                        "(the --out of a completed `python -m ssvi train`)")
+    with run_directory_lock(run_dir, "ssvi evaluate"):
+        try:
+            return _evaluate(run_dir, data_dir, device, skip, threads, keep_probs)
+        except DiskFullError as error:
+            raise error.advise(f"the evaluation is redone from the final model (python -m ssvi evaluate --run "
+                               f"{run_dir}, or the run's train command)") from None
+        except (KeyboardInterrupt, Terminated) as error:
+            signum = signal_of(error)
+            raise Interrupted(f"interrupted by {signal.Signals(signum).name} during the OOD / shift evaluation of "
+                              f"{run_dir}; re-run to redo the evaluation from the final model (nothing of it was "
+                              "written)", signum) from None
+
+
+def _evaluate(run_dir: Path, data_dir, device, skip, threads, keep_probs) -> dict:
     torch_device = resolve_device(device)
     metrics, data, model = load_finished_run(run_dir, data_dir, torch_device)
     cfg = metrics["config"]
+    set_threads(threads or cfg.get("threads"))
     source_dir = data_dir or cfg["data_dir"]
     check_evaluation_data(data.name, source_dir, skip)
-    k, seed = cfg["num_samples"], cfg["seed"]
+    seed, point = cfg["seed"], metrics.get("posterior") == POINT
 
     def samples(x: torch.Tensor) -> torch.Tensor:
         dummy = torch.zeros(len(x), dtype=torch.long)
-        return posterior_samples(model, x, dummy, mean=data.mean, std=data.std, num_samples=k,
-                                 generator=posterior_generator(seed), batch_size=cfg["eval_batch_size"],
-                                 device=torch_device)
+        return predictive_samples(model, x, dummy, point=point, num_samples=cfg["num_samples"], seed=seed,
+                                  mean=data.mean, std=data.std, batch_size=cfg["eval_batch_size"], device=torch_device)
+
+    kept: dict = {"ood": {}, "shift": {}}
+    scores = [s for s in SCORES if not (point and s == "neg_mutual_info")]  # a point estimate has no epistemic part
+
+    def scored(x: torch.Tensor) -> dict:
+        sample_probs = samples(x)
+        parts = {"probs": sample_probs.mean(0), "expected_entropy": expected_entropy(sample_probs).float()}
+        return parts, {name: value for name, value in uncertainty_scores(sample_probs).items() if name in scores}
 
     sets = evaluation_sets(data.name)
     not_evaluated = [name for name in sets if name in skip]
-    in_scores = uncertainty_scores(samples(data.x_test))
+    kept["test"], in_scores = scored(data.x_test)
     ood = {}
     for name in OOD_SETS.get(data.name, ()):
         if name in not_evaluated:
             continue
-        out_scores = uncertainty_scores(samples(ood_inputs(name, data, source_dir, seed)))
-        ood[name] = {score: ood_metrics(in_scores[score], out_scores[score]) for score in in_scores}
+        kept["ood"][name], out_scores = scored(ood_inputs(name, data, source_dir, seed))
+        ood[name] = {score: ood_metrics(in_scores[score], out_scores[score]) for score in scores}
         log.info("OOD %s vs %s: AUROC %s", data.name, name,
                  {s: round(v["auroc"], 4) for s, v in ood[name].items()})
     shift = []
     if SHIFT_SETS.get(data.name) not in not_evaluated:
         for corruption, x, y, sizes in shifted_sets(data, source_dir, seed):
             predictive = samples(x).mean(0)
+            kept["shift"][corruption] = {"probs": predictive, "labels": y, "sizes": sizes}
             for severity, probs, labels in zip(SEVERITIES, predictive.split(sizes), y.split(sizes)):
                 shift.append({"corruption": corruption, "severity": severity,
                               **classification_metrics(probs, labels)})
     if not_evaluated:
         log.warning("not evaluated (skipped explicitly): %s", ", ".join(not_evaluated))
+    files = {EVAL_PROBS: save_torch(run_dir / EVAL_PROBS, kept)} if keep_probs else {}
+    if not keep_probs:
+        (run_dir / EVAL_PROBS).unlink(missing_ok=True)
     result = {
         "run": str(run_dir), "method": metrics["method"], "dataset": metrics["dataset"], "arch": metrics["arch"],
-        "density": metrics["density"], "seed": seed, "num_samples": k,
+        "density": metrics["density"], "seed": seed, "num_samples": num_predictive_samples(point, cfg["num_samples"]),
         "evaluation_sets": sets, "not_evaluated": not_evaluated,
         "ood_sets": list(OOD_SETS.get(data.name, ())), "ood": ood,
-        "ood_scores": {"max_prob": "maximum softmax probability of the predictive",
-                       "neg_entropy": "negative predictive entropy",
-                       "neg_mutual_info": "negative mutual information between prediction and weights (epistemic)"},
+        "ood_scores": {s: SCORE_DESCRIPTIONS[s] for s in scores},
+        "ood_metrics": OOD_METRIC_VARIANTS,
         "ood_precision": "both sides from fp32 probabilities of the same K weight samples",
         "shift_source": SHIFT_SOURCE.get(SHIFT_SETS.get(data.name)), "shift": shift,
         "shift_by_severity": _by_severity(shift), "metric_variants": metrics["metric_variants"],
-        "provenance": provenance(torch_device),
+        "provenance": provenance(torch_device), FILES_KEY: files,
     }
-    atomic_write_text(run_dir / RESULT_FILE, json.dumps(result, indent=1))
+    write_json(run_dir / RESULT_FILE, result)
     return result
+
+
+SCORES = ("max_prob", "neg_entropy", "neg_mutual_info")
+SCORE_DESCRIPTIONS = {"max_prob": "maximum softmax probability of the predictive",
+                      "neg_entropy": "negative predictive entropy",
+                      "neg_mutual_info": "negative mutual information between prediction and weights (epistemic)"}
 
 
 def _by_severity(rows: list[dict]) -> list[dict]:

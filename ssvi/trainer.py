@@ -1,4 +1,4 @@
-"""The training loop shared by SSVI and every baseline, with resumable checkpoints and result files.
+"""The training loop shared by SSVI and every baseline, with resumable checkpoints.
 
     python -m ssvi train --config run.yaml --out results/runs/demo     # or ssvi.trainer.run(cfg, out)
 
@@ -6,29 +6,31 @@ Recipe (reference section 2): SGD with momentum and two parameter groups (mu + B
 weight decay; rho with its own lr and none), cosine lr stepped per epoch, and per minibatch
     loss = mean cross-entropy + kl_scale / N_train * min(2 * epoch / epochs, 1) * KL,  epoch from 1.
 After ``backward()`` the method's ``step`` hook either takes the (masked) optimiser step or, on a
-subspace-update step, replaces it.
+subspace-update step, replaces it. A point-estimate method (``Method.posterior = "point"``) trains its mean
+weights only: the layers' mean forward mode, loss = cross-entropy, rho not optimised.
 
-Resumability (the run directory's files, checkpoints, lock and identity checks: :mod:`ssvi.rundir`):
-an atomic checkpoint at every epoch end holds the model (with masks), optimiser,
-lr schedule, method state, step, FLOPs so far, history and every RNG state; the data order of epoch
-e is drawn from a generator seeded by (seed, e). Running the same command again resumes from it; a
-finished run (``metrics.json`` present) is not redone. Result files are written before
-``metrics.json``, which is written last and atomically, so its presence means "finished".
+Resumability (the run directory's files, checkpoints, lock and integrity checks: :mod:`ssvi.rundir`): an
+atomic checkpoint at every epoch end holds the model (with masks), optimiser, lr schedule, method state,
+step, FLOPs so far, history and every RNG state; the data order of epoch e is drawn from a generator seeded
+by (seed, e). Running the same command again resumes from it. After the last epoch the method's
+``finalize`` hook runs (post-hoc's BatchNorm repair), the posterior is evaluated and the result files are
+written (:mod:`ssvi.results`); the checkpoint is then deleted. A finished run whose result files are whole
+is not redone; one whose ``metrics.json`` is gone but whose final model is kept is re-evaluated from it.
 
-One process per run directory: ``run.lock`` is held with ``flock`` (the OS drops it when the process
-dies, ``kill -9`` included) and names the holder's pid. A run directory whose recorded config differs
-from the requested one is refused before anything is written, or, with ``restart_on_config_change``,
-deleted and started afresh. A run whose loss or weights become non-finite stops with a
-:class:`DivergedError` and keeps no checkpoint (resuming it would diverge the same way).
+One process per run directory (``run.lock``, re-entered by ``train --evaluate``'s evaluation). A run
+directory whose recorded config differs from the requested one is refused before anything is written, or,
+with ``restart_on_config_change``, deleted and started afresh. A run whose loss or weights become
+non-finite stops with a :class:`DivergedError` and keeps no checkpoint. A full disk, Ctrl-C and SIGTERM stop
+it with one line saying where it stopped and what re-running resumes from.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import math
+import os
 import random
 import sys
 import time
@@ -45,17 +47,16 @@ from . import flops
 from .config import DEVICE_FORM, ConfigError, RunConfig
 from .batches import iterate_batches
 from .data import Dataset, load_dataset
-from .errors import UserError
-from .evaluate import posterior_generator, posterior_samples, predict
+from .errors import Interrupted, Terminated, UserError, signal_of
+from .evaluate import predict
+from .files import DiskFullError, write_text
 from .layers import PosteriorInit, set_mode, total_kl, variational_parameter_groups
 from .methods import Method, TrainContext, create_method
-from .metrics import METRIC_VARIANTS, classification_metrics
 from .models import create_model
-from .provenance import provenance
-from .rundir import (CHECKPOINT, FINAL_MODEL, METRICS, PREDICTIONS, RESOLVED_CONFIG, SUBSPACE_RECORDS,
-                     atomic_write_text, attach_log_file, check_same_run, load_checkpoint, make_run_directory,
-                     run_directory_lock, save_checkpoint)
-from .sparse_lrt import check_sparse_kernel_device, route_choices, set_lrt_route
+from .rundir import (CHECKPOINT, FINAL_MODEL, METRICS, RESOLVED_CONFIG, TENSORBOARD, attach_log_file, check_finished,
+                     check_same_run, load_final, make_run_directory, read_checkpoint,
+                     run_directory_lock, save_checkpoint, set_rng_state, write_progress)
+from .sparse_lrt import check_sparse_kernel_device, set_lrt_route
 
 log = logging.getLogger("ssvi")
 
@@ -143,10 +144,15 @@ class Run:
     history: list | None = None
 
 
+def set_threads(threads: int | None) -> None:
+    """torch's CPU threads for everything a command computes (the run config's ``threads``, when set)."""
+    if threads:
+        torch.set_num_threads(threads)
+
+
 def build_run(cfg: RunConfig, data: Dataset | None = None) -> Run:
     """Everything a run needs, freshly initialised; ``data`` replaces the config's dataset (benchmarks)."""
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    set_threads(cfg.threads)
     device = resolve_device(cfg.device)
     check_memory_format(cfg, device)
     check_sparse_kernel_device(device, cfg.sparse_kernel)
@@ -158,18 +164,21 @@ def build_run(cfg: RunConfig, data: Dataset | None = None) -> Run:
     init = PosteriorInit(cfg.mu_init_std, cfg.sigma_init, cfg.sigma_init_std)
     model = create_model(cfg.arch, data.num_classes, cfg.width, data.in_channels, bayesian=True, init=init)
     model = model.to(device, memory_format=memory_format(cfg))
+    method = create_method(cfg)
     mu_and_deterministic, rho = variational_parameter_groups(model)
-    optimizer = torch.optim.SGD([
-        {"params": mu_and_deterministic, "lr": cfg.lr, "weight_decay": cfg.weight_decay},
-        {"params": rho, "lr": cfg.lr_rho, "weight_decay": 0.0},
-    ], momentum=cfg.momentum)
+    groups = [{"params": mu_and_deterministic, "lr": cfg.lr, "weight_decay": cfg.weight_decay}]
+    if method.is_point_estimate():  # point weights: rho is neither trained nor read
+        for p in rho:
+            p.requires_grad_(False)
+    else:
+        groups.append({"params": rho, "lr": cfg.lr_rho, "weight_decay": 0.0})
+    optimizer = torch.optim.SGD(groups, momentum=cfg.momentum)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.epochs, 1), eta_min=0.0)
     steps_per_epoch = math.ceil(len(data.y_train) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     ctx = TrainContext(total_steps=total_steps, t_end=int(cfg.t_end_frac * total_steps),
                        profile=flops.profile_model(model, (data.in_channels, data.image_size, data.image_size)),
                        generator=torch.Generator().manual_seed(cfg.seed))
-    method = create_method(cfg)
     method.attach(model, ctx)
     return Run(cfg, data, model, method, optimizer, scheduler, device, steps_per_epoch, history=[])
 
@@ -190,7 +199,7 @@ def train_one_epoch(run: Run) -> dict:
     epoch = run.epoch + 1
     beta = kl_weight(cfg, epoch, len(data.y_train))
     model.train()
-    set_mode(model, "lrt")
+    set_mode(model, run.method.forward_mode)
     sums = torch.zeros(3, dtype=torch.float64, device=run.device)  # loss, ce, kl (summed over examples)
     seen = 0
     batches = iterate_batches(data.x_train, data.y_train, cfg.batch_size, mean=data.mean, std=data.std,
@@ -220,8 +229,11 @@ def train_step(run: Run, inputs: torch.Tensor, labels: torch.Tensor, beta: float
     with mixed_precision(cfg, run.device):
         logits = model(inputs.contiguous(memory_format=memory_format(cfg)))
     ce = F.cross_entropy(logits.float(), labels)
-    kl = total_kl(model, cfg.prior_std)
-    loss = ce + beta * kl
+    if run.method.is_point_estimate():
+        kl, loss = torch.zeros((), device=ce.device), ce  # no sigma, no KL term
+    else:
+        kl = total_kl(model, cfg.prior_std)
+        loss = ce + beta * kl
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     run.method.step(run.step, run.optimizer)
@@ -250,112 +262,177 @@ def test_accuracy(run: Run) -> float:
     return float((probs.argmax(1) == run.data.y_test).float().mean())
 
 
+
+
 # --------------------------------------------------------------------------------------------
-# evaluation and results
+# checkpoints: the training state
 # --------------------------------------------------------------------------------------------
 
-def evaluate(run: Run) -> tuple[dict, dict]:
-    """Metrics of the posterior predictive (K samples) and of the mean weights; and the raw predictions."""
-    data, cfg = run.data, run.cfg
-    common = dict(mean=data.mean, std=data.std, batch_size=cfg.eval_batch_size, device=run.device)
-    mean_probs = predict(run.model, data.x_test, data.y_test, mode="mean", **common)
-    sample_probs = posterior_samples(run.model, data.x_test, data.y_test, num_samples=cfg.num_samples,
-                                     generator=posterior_generator(cfg.seed), **common)
-    predictive = sample_probs.mean(0)
-    if not (torch.isfinite(predictive).all() and torch.isfinite(mean_probs).all()):
-        raise diverged(cfg, "to weights whose predictions are non-finite")
-    metrics = classification_metrics(predictive, data.y_test)
-    metrics["mean_weight"] = classification_metrics(mean_probs, data.y_test)
-    predictions = {"labels": data.y_test, "predictive_probs": predictive, "mean_weight_probs": mean_probs,
-                   "sample_probs": sample_probs.half()}
-    return metrics, predictions
+def run_state(run: Run) -> dict:
+    """What a checkpoint holds besides the RNG states (ssvi.rundir.save_checkpoint adds those)."""
+    return {"config": run.cfg.to_dict(), "epoch": run.epoch, "step": run.step, "train_flops": run.train_flops,
+            "wall_time": run.wall_time, "history": run.history, "model": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+            "method": run.method.state_dict()}
 
 
-def write_results(run: Run, out: Path, metrics: dict, predictions: dict) -> dict:
-    cfg, method = run.cfg, run.method
-    test_flops = run.method.ctx.profile.forward(method.densities())
-    result = {
-        "method": cfg.method, "dataset": cfg.dataset, "arch": cfg.arch, "width": cfg.width, "seed": cfg.seed,
-        "density": method.density(), "target_density": cfg.density if method.layers else 1.0,
-        "epochs": cfg.epochs, "steps": run.step,
-        "mask_updates": len(method.records),  # subspace updates (ssvi) or pruning steps (gradual_pruning) made
-        **{k: metrics[k] for k in ("acc", "nll", "ece", "ece_ssvi", "brier", "nll_floor_hits")},
-        "mean_weight": metrics["mean_weight"],
-        "train_flops": method.initial_train_flops() + run.train_flops,
-        "train_flops_this_run": run.train_flops,
-        "test_flops": test_flops,
-        "dense_test_flops": run.method.ctx.profile.dense_forward,
-        "flops_unit": flops.UNIT,
-        "layer_densities": method.densities(),
-        "eval": {"mode": "final_epoch", "num_samples": cfg.num_samples,
-                 "predictive": f"posterior predictive: mean softmax of {cfg.num_samples} weight samples",
-                 "mean_weight": "softmax with posterior-mean weights"},
-        "metric_variants": METRIC_VARIANTS,
-        "sparse_kernel": {"mode": cfg.sparse_kernel, "auto_choices": route_choices(method.layers)},
-        "history": run.history,
-        "config": cfg.to_dict(),
-        "provenance": {**provenance(run.device), "wall_time_s": run.wall_time},
-    }
-    torch.save(predictions, out / PREDICTIONS)
-    torch.save({"config": cfg.to_dict(), "model": run.model.state_dict()}, out / FINAL_MODEL)
-    atomic_write_text(out / SUBSPACE_RECORDS, json.dumps(method.records))
-    atomic_write_text(out / METRICS, json.dumps(result, indent=1))
-    return result
+def load_checkpoint(run: Run, path: Path) -> None:
+    state = read_checkpoint(path, run.device)
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.method.load_state_dict(state["method"])
+    run.epoch, run.step, run.train_flops = state["epoch"], state["step"], state["train_flops"]
+    run.wall_time, run.history = state["wall_time"], state["history"]
+    set_rng_state(state["rng"])
+
+
+# --------------------------------------------------------------------------------------------
+# one run into a run directory
+# --------------------------------------------------------------------------------------------
+
+def resume_point(out: Path) -> str:
+    """What re-running the run in ``out`` starts from, as the files on disk say."""
+    if (out / FINAL_MODEL).is_file() and not (out / METRICS).exists():
+        return f"its final model ({FINAL_MODEL}): training is complete, only the evaluation is redone"
+    if (out / CHECKPOINT).exists():
+        try:
+            return f"{out / CHECKPOINT} (epoch {read_checkpoint(out / CHECKPOINT, 'cpu', mmap=True)['epoch']})"
+        except UserError:
+            return f"scratch ({out / CHECKPOINT} is unreadable)"
+    return "the start (no checkpoint was written yet)"
+
+
+@dataclass
+class Position:
+    """Where a run is, for the one line a full disk or an interruption prints."""
+    text: str = "before training started"
 
 
 def run(cfg: RunConfig, out: str | Path, restart_on_config_change: bool = False) -> dict:
     """Train and evaluate one run into ``out``; resume or skip if ``out`` already holds it.
 
     A run recorded in ``out`` with another config raises RunConflictError, or is deleted and started
-    afresh with ``restart_on_config_change``."""
+    afresh with ``restart_on_config_change``. A finished run whose result files are damaged raises
+    DamagedRunError naming the file and what to delete."""
     out = Path(out)
     make_run_directory(out)
-    with run_directory_lock(out):
+    with run_directory_lock(out, "ssvi train"):
         handler = attach_log_file(out)
+        position = Position()
         try:
             check_same_run(cfg, out, restart_on_config_change)
             if (out / METRICS).exists():
+                result = check_finished(out)
                 log.info("run in %s is already finished; nothing to do", out)
-                return json.loads((out / METRICS).read_text())
-            try:
-                return _train_and_evaluate(cfg, out)
-            except DivergedError as error:
-                (out / CHECKPOINT).unlink(missing_ok=True)
-                raise DivergedError(f"{error} and run again: no checkpoint was kept, since resuming it would "
-                                    "diverge the same way") from error
+                return result
+            log.info("ssvi train: started (pid %d) in %s", os.getpid(), out)
+            return _train_and_evaluate(cfg, out, position)
+        except DivergedError as error:
+            (out / CHECKPOINT).unlink(missing_ok=True)
+            raise DivergedError(f"{error} and run again: no checkpoint was kept, since resuming it would "
+                                "diverge the same way") from error
+        except DiskFullError as error:
+            raise error.advise(f"the run resumes from {resume_point(out)}") from None
+        except (KeyboardInterrupt, Terminated) as error:
+            signum = signal_of(error)
+            raise Interrupted(f"interrupted by {_signal_name(signum)} {position.text} of {out}; re-run the same "
+                              f"command to resume from {resume_point(out)}", signum) from None
         finally:
             log.removeHandler(handler)
             handler.close()
 
 
-def _train_and_evaluate(cfg: RunConfig, out: Path) -> dict:
-    atomic_write_text(out / RESOLVED_CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+def _signal_name(signum: int) -> str:
+    import signal
+    return signal.Signals(signum).name
+
+
+def _train_and_evaluate(cfg: RunConfig, out: Path, position: Position) -> dict:
+    from .results import evaluate_posterior, restore_final, write_results
+    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    if not (out / RESOLVED_CONFIG).is_file() or (out / RESOLVED_CONFIG).read_text() != text:
+        write_text(out / RESOLVED_CONFIG, text)
     run_ = build_run(cfg)
     checkpoint = out / CHECKPOINT
-    if checkpoint.exists():
-        load_checkpoint(run_, checkpoint)
-        log.info("resumed %s from epoch %d (step %d)", out, run_.epoch, run_.step)
+    final_model = None
+    if (out / FINAL_MODEL).is_file():  # training finished earlier; its results were lost or never written
+        restore_final(run_, *load_final(out, run_.device))
+        final_model = out / FINAL_MODEL
+        log.info("re-evaluating %s from its final model (training finished at epoch %d)", out, run_.epoch)
     else:
-        run_.method.initialize(run_.model)
-    log.info("%s on %s/%s width %g density %.3f seed %d: %d epochs x %d steps on %s", cfg.method, cfg.dataset,
-             cfg.arch, cfg.width, run_.method.density(), cfg.seed, cfg.epochs, run_.steps_per_epoch, run_.device)
-    while run_.epoch < cfg.epochs:
-        started = time.perf_counter()
-        row = train_one_epoch(run_)
-        run_.epoch += 1
-        check_finite_state(run_)
-        row.update(test_acc=test_accuracy(run_), density=run_.method.density(), train_flops=run_.train_flops,
-                   seconds=time.perf_counter() - started)
-        run_.wall_time += row["seconds"]
-        run_.history.append(row)
-        progress("")
-        log.info("epoch %3d/%d  loss %.4f  ce %.4f  kl %.4g  lr %.5f  test_acc(mean) %.4f  density %.4f  %.1fs",
-                 row["epoch"], cfg.epochs, row["loss"], row["ce"], row["kl"], row["lr"], row["test_acc"],
-                 row["density"], row["seconds"])
-        save_checkpoint(run_, checkpoint)
-    metrics, predictions = evaluate(run_)
-    result = write_results(run_, out, metrics, predictions)
-    log.info("finished: acc %.4f  nll %.4f  ece %.4f  ece_ssvi %.4f  brier %.4f  train %.3g FLOPs  -> %s",
-             result["acc"], result["nll"], result["ece"], result["ece_ssvi"], result["brier"],
+        if checkpoint.exists():
+            load_checkpoint(run_, checkpoint)
+            log.info("resumed %s from epoch %d (step %d)", out, run_.epoch, run_.step)
+        else:
+            run_.method.initialize(run_.model)
+        _train(run_, out, position)
+        position.text = "while finishing the run (after the last epoch)"
+        run_.method.finalize(run_)
+    position.text = "while evaluating the trained posterior"
+    write_progress(out, phase="evaluating", epoch=run_.epoch, epochs=cfg.epochs)
+    metrics, predictions = evaluate_posterior(run_)
+    position.text = "while writing the result files"
+    result = write_results(run_, out, metrics, predictions, kept_final_model=final_model)
+    checkpoint.unlink(missing_ok=True)  # the final model holds everything a re-evaluation needs
+    write_progress(out, phase="finished", epoch=run_.epoch, epochs=cfg.epochs)
+    log.info("finished: acc %.4f  nll %.4f  ece %.4f  ace %.4f  ece_ssvi %.4f  brier %.4f  train %.3g FLOPs  -> %s",
+             result["acc"], result["nll"], result["ece"], result["ace"], result["ece_ssvi"], result["brier"],
              result["train_flops"], out / METRICS)
     return result
+
+
+def _train(run_: Run, out: Path, position: Position) -> None:
+    """The epochs left to train, with a checkpoint, a progress note and a log line (and scalars) per epoch."""
+    cfg = run_.cfg
+    log.info("%s on %s/%s width %g density %.3f seed %d: %d epochs x %d steps on %s", cfg.method, cfg.dataset,
+             cfg.arch, cfg.width, run_.method.density(), cfg.seed, cfg.epochs, run_.steps_per_epoch, run_.device)
+    write_progress(out, phase="training", epoch=run_.epoch, epochs=cfg.epochs)
+    with scalar_writer(cfg, out, run_.epoch) as write_scalars:
+        while run_.epoch < cfg.epochs:
+            position.text = f"in epoch {run_.epoch + 1} of {cfg.epochs}"
+            started = time.perf_counter()
+            row = train_one_epoch(run_)
+            run_.epoch += 1
+            check_finite_state(run_)
+            row.update(test_acc=test_accuracy(run_), density=run_.method.density(), train_flops=run_.train_flops,
+                       seconds=time.perf_counter() - started)
+            run_.wall_time += row["seconds"]
+            run_.history.append(row)
+            progress("")
+            log.info("epoch %3d/%d  loss %.4f  ce %.4f  kl %.4g  lr %.5f  test_acc(mean) %.4f  density %.4f  %.1fs",
+                     row["epoch"], cfg.epochs, row["loss"], row["ce"], row["kl"], row["lr"], row["test_acc"],
+                     row["density"], row["seconds"])
+            position.text = f"after epoch {run_.epoch} of {cfg.epochs}, while writing its checkpoint"
+            save_checkpoint(out / CHECKPOINT, run_state(run_))
+            write_scalars(row)
+            write_progress(out, phase="training", epoch=run_.epoch, epochs=cfg.epochs, loss=row["loss"],
+                           test_acc=row["test_acc"], seconds_per_epoch=run_.wall_time / len(run_.history))
+
+
+SCALARS = ("loss", "ce", "kl", "lr", "test_acc", "density", "seconds")
+
+
+@contextlib.contextmanager
+def scalar_writer(cfg: RunConfig, out: Path, epoch: int):
+    """``write(row)``: the epoch's scalars as TensorBoard events in ``out/tensorboard`` (run option
+    ``tensorboard``); a no-op otherwise. On a resumption, events after the resumed epoch are purged."""
+    if not cfg.tensorboard:
+        yield lambda row: None
+        return
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError("tensorboard: true needs the tensorboard package (pip install tensorboard), or set "
+                          "tensorboard: false") from None
+    writer = SummaryWriter(str(out / TENSORBOARD), purge_step=epoch + 1 if epoch else None)
+
+    def write(row: dict) -> None:
+        for key in SCALARS:
+            writer.add_scalar(f"train/{key}", row[key], row["epoch"])
+        writer.flush()
+
+    try:
+        yield write
+    finally:
+        writer.close()

@@ -15,6 +15,7 @@ from ssvi import criteria
 from ssvi.cli import main
 from ssvi.config import ConfigError, RunConfig, parse_override
 from ssvi.methods import list_methods
+from ssvi.rundir import load_final
 from ssvi.subspace import num_kept
 from ssvi.trainer import build_run
 
@@ -29,7 +30,7 @@ def _train(out: Path, **values) -> dict:
 
 
 def _masks(run_dir: Path) -> dict[str, torch.Tensor]:
-    state = torch.load(run_dir / "model.pt", weights_only=False)["model"]
+    state, _ = load_final(run_dir)
     return {k[: -len(".mask")]: v for k, v in state.items() if k.endswith(".mask")}
 
 
@@ -141,7 +142,7 @@ def test_gradual_pruning_follows_cubic_schedule_and_ends_at_target(runs):
 
 def test_posthoc_keeps_exactly_top_density_by_snr(runs):
     root, results = runs
-    dense = torch.load(root / "dense_vi" / "model.pt", weights_only=False)["model"]
+    dense, _ = load_final(root / "dense_vi")
     masks = _masks(root / "posthoc")
     assert set(results["posthoc"]["layer_densities"]) < set(masks)
     for name in results["posthoc"]["layer_densities"]:
@@ -150,8 +151,11 @@ def test_posthoc_keeps_exactly_top_density_by_snr(runs):
         expected = torch.zeros_like(snr, dtype=torch.bool)
         expected[torch.topk(snr, num_kept(snr.numel(), 0.1)).indices] = True
         assert torch.equal(masks[name].flatten(), expected), name
-    # pure post-hoc: its training FLOPs are the dense run's
-    assert results["posthoc"]["train_flops"] == results["dense_vi"]["train_flops"]
+    # pure post-hoc: its training FLOPs are the dense run's plus the BatchNorm re-estimation's forward passes
+    bn = results["posthoc"]["bn_reestimation"]
+    assert bn["examples"] == 1437 and bn["gradient_steps"] == 0 and bn["forward_mode"] == "lrt"
+    assert results["posthoc"]["train_flops"] == pytest.approx(results["dense_vi"]["train_flops"] + bn["train_flops"])
+    assert results["posthoc"]["train_flops_this_run"] == pytest.approx(bn["train_flops"])
 
 
 def test_posthoc_needs_a_finished_matching_dense_vi_source(runs, tmp_path):

@@ -11,6 +11,7 @@ import errno
 import os
 import pathlib
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ssvi import export
+from ssvi import export, trainer
 from ssvi.cli import build_parser, main
 from ssvi.config import ConfigError
 from ssvi.errors import UserError
@@ -157,24 +158,29 @@ def test_second_process_on_the_same_out_fails_naming_the_holder(tmp_path):
         second = subprocess.run([sys.executable, "-m", "ssvi", *_train(out, epochs=100000)], cwd=REPO,
                                 capture_output=True, text=True, timeout=120)
         assert second.returncode == 2
-        assert second.stderr.splitlines() == [f"ssvi: error: {out} is in use by another ssvi train "
-                                              f"(pid {holder.pid}); wait for it to finish, or use another --out"]
+        assert second.stderr.splitlines() == [f"ssvi: error: {out} is in use by another ssvi process (pid "
+                                              f"{holder.pid} on {socket.gethostname()}, ssvi train); wait for it "
+                                              "to finish, or use another --out"]
         os.kill(holder.pid, signal.SIGKILL)  # no chance to clean up: the OS releases the lock
         holder.wait()
-        with run_directory_lock(out):
-            assert (out / LOCK_FILE).read_text() == f"{os.getpid()}\n"
+        with run_directory_lock(out, "test"):
+            assert (out / LOCK_FILE).read_text() == f"pid {os.getpid()} on {socket.gethostname()}, test\n"
     finally:
         holder.kill()
         holder.wait()
 
 
-def test_truncated_checkpoint_names_the_file_to_delete(tmp_path, capsys):
+def test_truncated_checkpoint_names_the_file_to_delete(tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
-    assert main(_train(out)) == 0
-    (out / METRICS).unlink()
+    real_epoch = trainer.train_one_epoch
+    monkeypatch.setattr(trainer, "train_one_epoch",
+                        lambda run_: (_ for _ in ()).throw(KeyboardInterrupt) if run_.epoch == 1 else real_epoch(run_))
+    assert main(_train(out, epochs=2)) == 130  # stopped in epoch 2: the checkpoint of epoch 1 stays
+    monkeypatch.undo()
+    capsys.readouterr()
     checkpoint = out / CHECKPOINT
     checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
-    line = _error_line(capsys, _train(out))
+    line = _error_line(capsys, _train(out, epochs=2))
     assert line.startswith(f"ssvi: error: {checkpoint} is truncated or corrupt (")
     assert line.endswith(f"); delete it to restart this run from scratch: rm {checkpoint}")
     assert _last_log_line(out).endswith(line)

@@ -173,4 +173,4 @@ def test_train_with_evaluate_checks_the_evaluation_data_before_training(cifar10_
 
 def test_skip_without_evaluate_is_refused(tmp_path, capsys):
     assert main(["train", "--out", str(tmp_path / "run"), "--skip", "svhn"]) == 2
-    assert "--skip only applies with --evaluate" in capsys.readouterr().err
+    assert "--skip and --keep-probs only apply with --evaluate" in capsys.readouterr().err

@@ -12,7 +12,7 @@ import torch
 import calibration
 from ssvi.metrics import METRIC_VARIANTS, classification_metrics, ood_metrics, uncertainty_scores
 
-KEYS = {"acc", "nll", "ece", "ece_ssvi", "brier", "nll_floor_hits"}
+KEYS = {"acc", "nll", "ece", "ace", "ece_ssvi", "brier", "aurc", "augrc", "nll_floor_hits"}
 
 
 def _numpy_ece(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
@@ -172,7 +172,7 @@ def test_metric_variants_describe_every_key():
 
 def test_ood_perfect_separation():
     m = ood_metrics(torch.tensor([0.9, 0.8, 0.7]), torch.tensor([0.1, 0.2]))
-    assert m == {"auroc": 1.0, "aupr": 1.0, "fpr95": 0.0}
+    assert m == {"auroc": 1.0, "aupr_in": 1.0, "aupr_out": 1.0, "fpr95": 0.0}
 
 
 def test_ood_identical_distributions():
@@ -188,7 +188,13 @@ def test_ood_hand_computed():
     m = ood_metrics(torch.tensor([0.0, 2.0]), torch.tensor([1.0, -1.0]))
     assert m["auroc"] == pytest.approx(0.75)
     # ranking 2(in) 1(out) 0(in) -1(out): AP = 0.5*1 + 0.5*(2/3)
-    assert m["aupr"] == pytest.approx(5 / 6, rel=1e-6)
+    assert m["aupr_in"] == pytest.approx(5 / 6, rel=1e-6)
+    # OOD positive, ranked by the negated score: -1(out) 0(in) 1(out) 2(in): AP = 0.5*1 + 0.5*(2/3)
+    assert m["aupr_out"] == pytest.approx(5 / 6, rel=1e-6)
+    lopsided = ood_metrics(torch.tensor([3.0, 2.0, 1.5]), torch.tensor([1.0]))  # -1(out) first: AUPR-Out 1
+    assert lopsided["aupr_out"] == pytest.approx(1.0) and lopsided["aupr_in"] == pytest.approx(1.0)
+    swapped = ood_metrics(torch.tensor([3.0, 0.5]), torch.tensor([1.0]))  # out ranks 2nd of 3 by -score
+    assert swapped["aupr_out"] == pytest.approx(1 / 2) and swapped["aupr_in"] == pytest.approx(1 / 2 + 1 / 2 * 2 / 3)
     assert m["fpr95"] == pytest.approx(0.5)  # TPR 100% needs threshold 0, which passes out score 1
     flipped = ood_metrics(-torch.tensor([0.0, 2.0]), -torch.tensor([1.0, -1.0]))
     assert flipped["auroc"] == pytest.approx(0.25)
@@ -212,7 +218,8 @@ def test_ood_equals_torchmetrics_with_ties_and_large_scores():
     target = torch.cat([torch.ones(900, dtype=torch.long), torch.zeros(300, dtype=torch.long)])
     # torchmetrics returns float32; ours is the exact fraction in float64
     assert m["auroc"] == pytest.approx(float(BinaryAUROC()(preds, target)), abs=1e-6)
-    assert m["aupr"] == pytest.approx(float(BinaryAveragePrecision()(preds, target)), abs=1e-6)
+    assert m["aupr_in"] == pytest.approx(float(BinaryAveragePrecision()(preds, target)), abs=1e-6)
+    assert m["aupr_out"] == pytest.approx(float(BinaryAveragePrecision()(1 - preds, 1 - target)), abs=1e-6)
 
 
 def test_ood_against_sklearn_large_scores_and_ties():
@@ -225,7 +232,8 @@ def test_ood_against_sklearn_large_scores_and_ties():
     y = np.r_[np.ones_like(s_in), np.zeros_like(s_out)]
     s = np.r_[s_in, s_out].astype(np.float32)
     assert m["auroc"] == pytest.approx(skm.roc_auc_score(y, s), abs=1e-6)
-    assert m["aupr"] == pytest.approx(skm.average_precision_score(y, s), abs=1e-5)
+    assert m["aupr_in"] == pytest.approx(skm.average_precision_score(y, s), abs=1e-5)
+    assert m["aupr_out"] == pytest.approx(skm.average_precision_score(1 - y, -s), abs=1e-5)
     fpr, tpr, _ = skm.roc_curve(y, s)
     assert m["fpr95"] == pytest.approx(fpr[np.argmax(tpr >= 0.95)], abs=1e-12)
 

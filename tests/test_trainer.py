@@ -19,12 +19,15 @@ import yaml
 
 from ssvi import trainer
 from ssvi.config import RunConfig
-from ssvi.rundir import CHECKPOINT, METRICS, RESOLVED_CONFIG, RunConflictError, load_checkpoint, save_checkpoint
-from ssvi.trainer import DivergedError, build_run, run, train_one_epoch
+from ssvi.errors import Interrupted
+from ssvi.export import load_compact, tensors_identical
+from ssvi.rundir import CHECKPOINT, FINAL_MODEL, METRICS, RESOLVED_CONFIG, RunConflictError, save_checkpoint
+from ssvi.trainer import DivergedError, build_run, load_checkpoint, run, run_state, train_one_epoch
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = {"width": 0.125, "image_size": 8, "epochs": 4, "delta_t": 3, "threads": 1, "num_samples": 3}
-TIMING_KEYS = ("seconds", "wall_time_s", "finished_at")
+# timing, and the file records: the final model file holds the (timed) history beside the weights
+TIMING_KEYS = ("seconds", "wall_time_s", "finished_at", "files")
 
 
 def _without_timing(value):
@@ -64,6 +67,7 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path):
     assert _without_timing(first) == _without_timing(second)
     assert torch.equal(torch.load(reference / "predictions.pt")["sample_probs"],
                        torch.load(resumed / "predictions.pt")["sample_probs"])
+    assert tensors_identical(load_compact(reference / FINAL_MODEL)[0], load_compact(resumed / FINAL_MODEL)[0])
 
 
 def test_finished_run_is_not_redone_and_conflicts_are_refused(tmp_path):
@@ -77,19 +81,29 @@ def test_finished_run_is_not_redone_and_conflicts_are_refused(tmp_path):
     assert "(seed: 0 -> 1)" in str(error.value) and "--restart-on-config-change" in str(error.value)
 
 
-def _unfinished_run(cfg: RunConfig, out: Path) -> None:
-    """A run killed after its last checkpoint: everything but the result files."""
-    run(cfg, out)
-    for name in (METRICS, "predictions.pt", "model.pt", "subspace.json"):
-        (out / name).unlink()
+def _unfinished_run(cfg: RunConfig, out: Path, monkeypatch) -> None:
+    """A run stopped (Ctrl-C) in its second epoch: a checkpoint of epoch 1, no result files."""
+    real_epoch = trainer.train_one_epoch
+
+    def second_epoch_interrupted(run_):
+        if run_.epoch == 1:
+            raise KeyboardInterrupt
+        return real_epoch(run_)
+
+    monkeypatch.setattr(trainer, "train_one_epoch", second_epoch_interrupted)
+    with pytest.raises(Interrupted, match="interrupted by SIGINT in epoch 2 of 2 of .*; re-run the same command to "
+                                          r"resume from .*checkpoint.pt \(epoch 1\)"):
+        run(cfg, out)
+    monkeypatch.undo()
+    assert (out / CHECKPOINT).exists() and not (out / METRICS).exists()
 
 
-def test_conflicting_config_on_an_unfinished_run_leaves_its_files_alone(tmp_path):
-    cfg = RunConfig.from_dict({**TINY, "epochs": 1})
-    _unfinished_run(cfg, tmp_path)
+def test_conflicting_config_on_an_unfinished_run_leaves_its_files_alone(tmp_path, monkeypatch):
+    cfg = RunConfig.from_dict({**TINY, "epochs": 2})
+    _unfinished_run(cfg, tmp_path, monkeypatch)
     recorded = (tmp_path / RESOLVED_CONFIG).read_text()
     with pytest.raises(RunConflictError) as error:
-        run(RunConfig.from_dict({**TINY, "epochs": 1, "lr": 0.05, "seed": 2}), tmp_path)
+        run(RunConfig.from_dict({**TINY, "epochs": 2, "lr": 0.05, "seed": 2}), tmp_path)
     assert f"{tmp_path} holds a run with another configuration (lr: 0.01 -> 0.05, seed: 0 -> 2)" in str(error.value)
     assert (tmp_path / RESOLVED_CONFIG).read_text() == recorded
     assert run(cfg, tmp_path)["config"] == cfg.to_dict()  # the recorded run still resumes
@@ -145,7 +159,7 @@ def test_checkpoint_round_trip(tmp_path):
     first.method.initialize(first.model)
     first.history.append(train_one_epoch(first))
     first.epoch = 1
-    save_checkpoint(first, tmp_path / CHECKPOINT)
+    save_checkpoint(tmp_path / CHECKPOINT, run_state(first))
     expected_rng = torch.get_rng_state()
     torch.manual_seed(123)  # disturb the global RNG: loading must restore it
     second = build_run(cfg)

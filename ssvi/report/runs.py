@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from ..config import config_differences, describe_differences
 from ..errors import UserError
 from .columns import METRICS, OOD_METRICS
 
@@ -35,8 +33,6 @@ import grid  # noqa: E402  (workflow/scripts/grid.py: the one place runs and pat
 log = logging.getLogger("aggregate")
 
 METRICS_FILE, SUBSPACE_FILE, EVAL_FILE = "metrics.json", "subspace.json", "ood_shift.json"
-RUN_PATH = re.compile(r"(?P<dataset>[^/]+)/(?P<arch>[^/]+)/(?P<method>[^/]+)/(?P<variant>[^/]+)/"
-                      r"d(?P<density>[^/]+)/seed(?P<seed>\d+)/?$")
 LISTED = 10  # run dirs named in a caption before "(+N more)"
 
 
@@ -61,31 +57,9 @@ def default_run_dirs(config: dict) -> list[Path]:
     return [root / path for path in sorted(grid.run_grid(config))]
 
 
-def grid_path(run_dir) -> str | None:
-    """The grid's relative path of a run dir (``dataset/arch/method/variant/dD/seedS``), or None."""
-    match = RUN_PATH.search(Path(run_dir).as_posix())
-    return match.group(0).rstrip("/") if match else None
-
-
-def identity(run_config: dict) -> dict:
-    """The recorded config as results identity: ``init_from`` reduced to its grid path, so the comparison
-    does not depend on where results_dir was when the run trained."""
-    source = run_config.get("init_from")
-    return {**run_config, "init_from": grid_path(source) or source} if source else dict(run_config)
-
-
 def expected_configs(config: dict) -> dict[str, dict]:
     """Grid path -> the full run config the grid expects there (contract C-C)."""
     return {path: grid.expected_config(config, spec) for path, spec in grid.run_grid(config).items()}
-
-
-def staleness(run_dir, recorded: dict, expected: dict[str, dict]) -> str | None:
-    """Why a run is not the one the config's grid expects at its path (None when it is)."""
-    path = grid_path(run_dir)
-    if path not in expected:
-        return "not a run of this config's grid (its path matches no grid entry)"
-    differences = config_differences(identity(recorded), identity(expected[path]))
-    return f"differs in {describe_differences(differences)} (recorded -> expected)" if differences else None
 
 
 def method_label(method: str, ft_epochs) -> str:
@@ -116,7 +90,7 @@ def run_row(run_dir: Path, m: dict, defaults: dict) -> dict:
     cfg = m.get("config", {})
     method = m["method"]
     ft = cfg.get("epochs", m.get("epochs")) if method == "posthoc" else None
-    parsed = RUN_PATH.search(Path(run_dir).as_posix())
+    parsed = grid.RUN_PATH.search(Path(run_dir).as_posix())
     mean_weight, provenance = m.get("mean_weight", {}), m.get("provenance", {})
     return {
         "run_dir": str(run_dir), "dataset": m["dataset"], "arch": m["arch"], "method": method,
@@ -172,10 +146,10 @@ class RunSet:
         parts = []
         if self.missing:
             parts.append(f"{len(self.missing)} run(s) of the grid missing (no {METRICS_FILE}; aggregated with "
-                         f"--allow-missing): {listing([grid_path(d) or d for d in self.missing])}")
+                         f"--allow-missing): {listing([grid.grid_path(d) or d for d in self.missing])}")
         if self.stale:
             parts.append(f"{len(self.stale)} stale run(s) included (--allow-stale; counted in column n_stale): "
-                         f"{listing([grid_path(d) or d for d in self.stale])}")
+                         f"{listing([grid.grid_path(d) or d for d in self.stale])}")
         return ". ".join(parts)
 
 
@@ -196,7 +170,7 @@ def load_runs(config: dict, run_dirs=None, allow_missing: bool = False, allow_st
             continue
         metrics = json.loads((d / METRICS_FILE).read_text())
         row = run_row(d, metrics, defaults)
-        reason = staleness(d, metrics.get("config", {}), expected)
+        reason = grid.staleness(d, metrics.get("config", {}), expected)
         if reason:
             stale[str(d)] = reason
             row.update(stale=True, stale_reason=reason)

@@ -13,11 +13,14 @@ a path (numbers are written with 6 significant digits) are refused.
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT = "default"
+RUN_PATH = re.compile(r"(?P<dataset>[^/]+)/(?P<arch>[^/]+)/(?P<method>[^/]+)/(?P<variant>[^/]+)/"
+                      r"d(?P<density>[^/]+)/seed(?P<seed>\d+)/?$")
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,37 @@ def expected_config(config: dict, run: RunSpec) -> dict:
     """The resolved run config a finished run of this grid path records (metrics.json["config"])."""
     from ssvi.config import RunConfig
     return RunConfig.from_dict(run_overrides(config, run)).to_dict()
+
+
+def expected_values(config: dict, run: RunSpec) -> dict:
+    """:func:`expected_config` without validating it (no registry, no torch import: ``ssvi status``)."""
+    from ssvi.config import RunConfig, coerce_value
+    return {key: coerce_value(key, value) for key, value in {**RunConfig().to_dict(),
+                                                             **run_overrides(config, run)}.items()}
+
+
+def grid_path(run_dir) -> str | None:
+    """The grid's relative path of a run dir (``dataset/arch/method/variant/dD/seedS``), or None."""
+    match = RUN_PATH.search(Path(run_dir).as_posix())
+    return match.group(0).rstrip("/") if match else None
+
+
+def identity(run_config: dict) -> dict:
+    """The recorded config as results identity: ``init_from`` reduced to its grid path, so the comparison
+    does not depend on where results_dir was when the run trained."""
+    source = run_config.get("init_from")
+    return {**run_config, "init_from": grid_path(source) or source} if source else dict(run_config)
+
+
+def staleness(run_dir, recorded: dict, expected: dict[str, dict]) -> str | None:
+    """Why a run is not the one the config's grid expects at its path (None when it is); ``expected``: grid
+    path -> expected run config."""
+    from ssvi.config import config_differences, describe_differences
+    path = grid_path(run_dir)
+    if path not in expected:
+        return "not a run of this config's grid (its path matches no grid entry)"
+    differences = config_differences(identity(recorded), identity(expected[path]))
+    return f"differs in {describe_differences(differences)} (recorded -> expected)" if differences else None
 
 
 def main(argv: list[str]) -> int:
