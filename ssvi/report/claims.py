@@ -24,7 +24,7 @@ import pandas as pd
 
 from .columns import FAILS, HIGHER_IS_BETTER, HOLDS, INCONCLUSIVE, NOT_EVALUATED, SHORT
 from .select import close
-from .stats import VERDICT_RULE, WELCH_NOTE, all_hold, any_holds, decide, welch
+from .stats import VERDICT_RULE, WELCH_NOTE, all_hold, any_holds, decide, seeds_needed, welch
 
 CLAIM_DENSITIES = (0.1, 0.05)  # reference section 7, C1
 C5_METRICS = ("acc_pct", "nll", "ece", "ece_ssvi")
@@ -59,8 +59,10 @@ def compare(what: str, a, b, *, at_least: float | None = None, at_most: float | 
     diff = welch(a, b, scale)
     bound = at_least if at_least is not None else at_most
     margin = diff.ci_low - at_least if at_least is not None else at_most - diff.ci_high
+    verdict = decide(diff, at_least, at_most)
+    needed, projection = seeds_needed(a, b, bound, scale) if verdict == INCONCLUSIVE else (None, "")
     return {**keys, "what": what, **diff.as_dict(), "bound": f"{'≥' if at_least is not None else '≤'} {bound:g}",
-            "margin": margin, "verdict": decide(diff, at_least, at_most)}
+            "margin": margin, "verdict": verdict, "seeds_needed": needed, "projection": projection}
 
 
 def deciding(comparisons: list[dict], every: bool) -> dict | None:
@@ -85,7 +87,10 @@ REGISTRY: dict[str, Callable] = {}
 GENERIC_RULE = f"{WELCH_NOTE}; per comparison {VERDICT_RULE}"
 
 
-def claim(name: str, statement: str, every: bool, fmt: str = ".2f"):
+PAPER, BENCHMARK = "paper", "benchmark"  # a claim of the paper, or a question of this benchmark (not the paper's)
+
+
+def claim(name: str, statement: str, every: bool, fmt: str = ".2f", source: str = PAPER):
     """Register a claim: the function gives (comparisons, definition, extra numbers) and, optionally, a
     verdict that overrides the combination (``every``: all_hold, else any_holds)."""
     def register(function):
@@ -97,9 +102,11 @@ def claim(name: str, statement: str, every: bool, fmt: str = ".2f"):
                        f"{'worst' if every else 'best'}: {decider['what']} = {interval_text(decider, fmt)} "
                        f"(bound {decider['bound']}{'; ' + decider['note'] if 'note' in decider else ''}); "
                        f"{tally(comparisons)}")
-            return {"claim": name, "statement": statement, "verdict": verdict, "summary": summary,
+            projection = decider["projection"] if decider is not None and verdict == INCONCLUSIVE else ""
+            return {"claim": name, "source": source, "statement": statement, "verdict": verdict, "summary": summary,
                     "definition": f"{definition} {GENERIC_RULE}.", "test": WELCH_NOTE,
                     **{k: (decider or {}).get(k, math.nan) for k in ("effect", "ci_low", "ci_high", "n_a", "n_b")},
+                    "seeds_needed": decider.get("seeds_needed") if projection else None, "projection": projection,
                     "numbers": comparisons}
         REGISTRY[name] = decide_claim
         return function
@@ -297,6 +304,26 @@ def c5_shift(data: ClaimData, params: dict):
     return comparisons, definition, not_evaluated_verdict(comparisons, data.shift_skipped)
 
 
+CALIBRATION_METRICS = ("nll", "ece", "ace")  # raw; their temperature-scaled twins are t_nll, t_ece, t_ace
+
+
+@claim("C5-calibrated", "SSVI's calibration advantage over dense VI survives temperature scaling (SSVI matches or "
+       "beats dense VI on NLL, ECE or adaptive ECE after both are temperature-scaled, at some density)", every=False,
+       fmt=".4g")
+def c5_calibrated(data: ClaimData, params: dict):
+    comparisons = [c for m in CALIBRATION_METRICS for c in matches_dense(data.main, f"t_{m}", [], SHORT[f"t_{m}"])]
+    raw = [c for m in CALIBRATION_METRICS for c in matches_dense(data.main, m, [], SHORT[m])]
+    held = [c["what"].split(":")[0] + f" ({SHORT[c['metric']]})" for c in raw if c["verdict"] == HOLDS]
+    note = (f"raw advantages (C5's comparisons that hold): {'; '.join(held)}" if held else
+            "no raw calibration advantage of SSVI holds (C5)")
+    comparisons = [{**c, "note": note} for c in comparisons]
+    definition = ("For each dataset × arch × SSVI density and each metric in {NLL, ECE top-label, adaptive ECE} after "
+                  "temperature scaling of both SSVI and dense VI (ssvi.temperature: two-fold cross-fitting on halves "
+                  f"of the test set, one rule for every method): SSVI − dense VI oriented so that > 0 = SSVI better, "
+                  f"bound ≥ 0; {SOME_RULE}. The summary lists which raw (unscaled) advantages held.")
+    return comparisons, definition, None
+
+
 @claim("C6", "The SNR(|θ|) criterion is at least as good as |μ|", every=True)
 def c6(data: ClaimData, params: dict):
     snr, mean = (values(data.criteria, "acc_pct", criterion=c) for c in ("SNR_mean_abs", "mean"))
@@ -306,10 +333,11 @@ def c6(data: ClaimData, params: dict):
     return comparisons, definition, None
 
 
-ORDER = ["C1", "C2", "C2-time", "C3", "C4", "C5", "C5-ood", "C5-shift", "C6"]
+ORDER = ["C1", "C2", "C2-time", "C3", "C4", "C5", "C5-ood", "C5-shift", "C5-calibrated", "C6"]
 
 
-def evaluate_claims(data: ClaimData, config: dict) -> list[dict]:
-    """Every registered claim in ORDER."""
+def evaluate_claims(data: ClaimData, config: dict, order: list[str] = ORDER) -> list[dict]:
+    """Every claim named in ``order`` (registered with @claim: the paper's here, the benchmark's questions in
+    ssvi.report.benchmark)."""
     params = config.get("claims") or {}
-    return [REGISTRY[name](data, params) for name in ORDER]
+    return [REGISTRY[name](data, params) for name in order]

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .columns import CELL_KEYS, FORMATS, LABELS, METRICS, NOT_EVALUATED, OOD_METRICS, OOD_NOTE, OOD_SCORES, SEVERITY_ALL
+from .columns import (CELL_KEYS, FORMATS, LABELS, METRICS, NOT_AVAILABLE, NOT_EVALUATED, OOD_METRICS, OOD_NOTE,
+                      OOD_SCORES, SEVERITY_ALL)
 from .render import Table, caption, density_cell, n_cell, pm, pm_columns
 from .runs import Evaluations
 from .select import main_cells, ranked, sort_cells
@@ -94,16 +95,20 @@ def ood_table(stats: pd.DataFrame, evals: Evaluations, runs: pd.DataFrame) -> Ta
             for m in OOD_METRICS:
                 row[f"{ood_set} / {score} {LABELS[m]}"] = (
                     "—" if r is None else NOT_EVALUATED if r["status"] == NOT_EVALUATED
-                    else pm(r[f"{m}_mean"], r[f"{m}_std"], FORMATS[m]))
+                    else NOT_AVAILABLE if pd.isna(r[f"{m}_mean"]) else pm(r[f"{m}_mean"], r[f"{m}_std"], FORMATS[m]))
         row["n (seeds)"] = _n_range(ns)
         rows.append(row)
     main_dirs = set(main_cells(runs)["run_dir"]) if not runs.empty else set()
     skipped = {s: sum(d in main_dirs for d in dirs) for s, dirs in evals.ood_not_evaluated.items()}
     skipped_note = "; ".join(f"{s} skipped in {n} run(s) (not evaluated: the workflow's evaluation: skip, or its "
                              f"data missing when an older ssvi evaluate ran)" for s, n in skipped.items() if n)
+    unrecorded = int(stats["aupr_out_mean"].isna().sum() - (stats["n"] == 0).sum()) if not stats.empty else 0
+    unrecorded_note = (f"{NOT_AVAILABLE}: AUPR-Out of runs evaluated before it was recorded (their ood_shift.json has "
+                       "no aupr_out; re-run ssvi evaluate on them)" if unrecorded else "")
     text = ("OOD detection (ood_shift.json of ssvi evaluate), default recipe, final-epoch model, posterior "
-            "predictive, in-distribution test set vs each OOD set; post-hoc rows labelled with their fine-tune "
-            f"epochs; values per run, then over seeds. {OOD_NOTE}" + (f". {skipped_note}" if skipped_note else ""))
+            "predictive (ensembles: from their members' eval_probs.pt), in-distribution test set vs each OOD set; "
+            f"post-hoc rows labelled with their fine-tune epochs; values per run, then over seeds. {OOD_NOTE}"
+            + "".join(f". {note}" for note in (skipped_note, unrecorded_note) if note))
     evaluated = stats["n"][stats["n"] > 0]
     return Table("ood", stats, pd.DataFrame(rows, columns=columns), caption(text, evaluated),
                  blocks=["dataset", "arch"], prune_blocks=True)

@@ -23,7 +23,9 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import UserError
-from .columns import METRICS, OOD_METRICS
+from ..rundir import check_finished, read_evaluation_file
+from .columns import METRICS, OOD_METRICS, TEMPERATURE, VIEWS
+from .recorded import run_views
 
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO / "workflow" / "scripts") not in sys.path:
@@ -85,8 +87,18 @@ def number(value) -> float:
     return float("nan") if value is None else float(value)
 
 
-def run_row(run_dir: Path, m: dict, defaults: dict) -> dict:
-    """One row of the runs table from a run's metrics.json."""
+def view_values(views: dict | None) -> dict:
+    """The runs table's columns of a run's uncertainty views (NaN when not available)."""
+    views = views or {}
+    metrics, scaled = views.get("metrics", {}), views.get("temperature_scaled", {})
+    temperatures = scaled.get("temperatures") or []
+    return {**{k: number(metrics.get(k)) for k in VIEWS},
+            **{f"t_{k}": number(scaled.get(k)) for k in ("nll", "ece", "ace", "brier")},
+            TEMPERATURE: sum(temperatures) / len(temperatures) if temperatures else float("nan")}
+
+
+def run_row(run_dir: Path, m: dict, defaults: dict, views: dict | None = None, views_source: str = "") -> dict:
+    """One row of the runs table from a run's metrics.json (and its uncertainty views)."""
     cfg = m.get("config", {})
     method = m["method"]
     ft = cfg.get("epochs", m.get("epochs")) if method == "posthoc" else None
@@ -104,6 +116,8 @@ def run_row(run_dir: Path, m: dict, defaults: dict) -> dict:
         "acc_pct": 100 * number(m.get("acc")), **{k: number(m.get(k)) for k in METRICS[1:]},
         "mw_acc_pct": 100 * number(mean_weight.get("acc")),
         **{f"mw_{k}": number(mean_weight.get(k)) for k in METRICS[1:]},
+        **view_values(views), "views_source": views_source, "posterior": m.get("posterior", "gaussian"),
+        "ensemble_method": "", "ensemble_size": 0,
         "train_flops": number(m.get("train_flops")), "train_flops_this_run": number(m.get("train_flops_this_run")),
         "test_flops": number(m.get("test_flops")), "dense_test_flops": number(m.get("dense_test_flops")),
         "train_time_s": number(provenance.get("wall_time_s")),
@@ -140,6 +154,8 @@ class RunSet:
     runs: pd.DataFrame                                   # RUN_COLUMNS, one row per finished run
     missing: list[str] = field(default_factory=list)     # run dirs without metrics.json (--allow-missing)
     stale: dict[str, str] = field(default_factory=dict)  # run dir -> why it is stale (--allow-stale)
+    curves: dict[str, dict] = field(default_factory=dict)  # run dir -> its curves (reliability, risk-coverage)
+    metrics: dict[str, dict] = field(default_factory=dict)  # run dir -> its metrics.json (ensembles read it)
 
     def notes(self) -> str:
         """What every caption says about runs left out or included against the grid ('' when nothing)."""
@@ -164,12 +180,14 @@ def load_runs(config: dict, run_dirs=None, allow_missing: bool = False, allow_st
     for d in missing:
         log.warning("skipping unfinished run %s (no %s)", d, METRICS_FILE)
     expected = expected_configs(config)
-    rows, stale = [], {}
+    rows, stale, curves, recorded = [], {}, {}, {}
     for d in dirs:
         if d in missing:
             continue
-        metrics = json.loads((d / METRICS_FILE).read_text())
-        row = run_row(d, metrics, defaults)
+        metrics = check_finished(d)  # every recorded result file whole (sizes), or one error naming the file
+        views, source = run_views(d, metrics)
+        row = run_row(d, metrics, defaults, views, source)
+        curves[str(d)], recorded[str(d)] = (views or {}).get("curves"), metrics
         reason = grid.staleness(d, metrics.get("config", {}), expected)
         if reason:
             stale[str(d)] = reason
@@ -184,7 +202,7 @@ def load_runs(config: dict, run_dirs=None, allow_missing: bool = False, allow_st
     for d, why in stale.items():
         log.warning("stale run included (--allow-stale): %s %s", d, why)
     runs = add_posthoc_source_time(pd.DataFrame(rows, columns=RUN_COLUMNS))
-    return RunSet(runs, [str(d) for d in missing], stale)
+    return RunSet(runs, [str(d) for d in missing], stale, curves, recorded)
 
 
 EVAL_OOD_COLUMNS = ["run_dir", "ood_set", "score", *OOD_METRICS]
@@ -208,10 +226,7 @@ class Evaluations:
 def read_evaluation(run: pd.Series) -> dict:
     """A run's ood_shift.json, checked to belong to it."""
     path = Path(run["run_dir"]) / EVAL_FILE
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise EvalFileError(f"{path}: cannot read ({err}); re-run ssvi evaluate") from err
+    data = read_evaluation_file(Path(run["run_dir"]))  # a damaged file: one error naming it and the fix
     other = {k: (data.get(k), run[k]) for k in ("method", "dataset", "arch", "seed") if k in data and data[k] != run[k]}
     if other:
         diffs = ", ".join(f"{k}: {a!r} there, {b!r} in {METRICS_FILE}" for k, (a, b) in other.items())
@@ -246,7 +261,8 @@ def load_evaluations(runs: pd.DataFrame, require: bool = False) -> Evaluations:
         for ood_set, scores in recorded_ood.items():
             if ood_set not in skipped:
                 ood += [{"run_dir": run["run_dir"], "ood_set": ood_set, "score": score,
-                         **{m: number(values.get(m)) for m in OOD_METRICS}} for score, values in scores.items()]
+                         **{m: number(values.get(m, values.get("aupr") if m == "aupr_in" else None))
+                            for m in OOD_METRICS}} for score, values in scores.items()]
         shift += [{"run_dir": run["run_dir"], "corruption": r["corruption"], "severity": int(r["severity"]),
                    "acc_pct": 100 * number(r.get("acc")), **{m: number(r.get(m)) for m in METRICS[1:]}}
                   for r in data.get("shift") or []]

@@ -52,10 +52,13 @@ def ranked(frame: pd.DataFrame, column: str, order: list) -> pd.DataFrame:
     return frame.sort_values(column, key=lambda col: col.map(order.index), kind="stable")
 
 
+ENSEMBLE = "ensemble"  # the variant of the report layer's ensemble rows (ssvi.report.ensembles)
+
+
 def main_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """The default recipe of every method (and the post-hoc fine-tune variants)."""
+    """The default recipe of every method (and the post-hoc fine-tune variants, and the ensembles)."""
     posthoc_ft = (runs["method"] == "posthoc") & runs["variant"].str.startswith("ft")
-    return runs[(runs["variant"] == grid.DEFAULT) | posthoc_ft]
+    return runs[(runs["variant"] == grid.DEFAULT) | posthoc_ft | (runs["variant"] == ENSEMBLE)]
 
 
 def main_cells(runs: pd.DataFrame) -> pd.DataFrame:

@@ -7,7 +7,9 @@ Takes per-run frames (one row per run, a column per metric); gives
 - ``welch``: the difference of two seed means with its 95% Welch interval (scipy.stats.ttest_ind,
   equal_var=False), n per side;
 - ``decide`` / ``all_hold`` / ``any_holds``: holds (the whole interval satisfies the claim's bound), fails
-  (the whole interval violates it), inconclusive (it straddles the bound; n = 1 on a side always is).
+  (the whole interval violates it), inconclusive (it straddles the bound; n = 1 on a side always is);
+- ``seeds_needed``: for an inconclusive comparison, a projection of the seeds per side at which the 95% Welch
+  interval would exclude the bound if the observed effect and spreads stayed as they are.
 """
 
 from __future__ import annotations
@@ -27,6 +29,14 @@ WELCH_NOTE = ("95% interval of the difference of seed means from Welch's t (scip
               "equal_var=False)")
 VERDICT_RULE = ("holds: the whole interval satisfies the bound; fails: the whole interval violates it; "
                 "inconclusive: it straddles the bound, or a side has n = 1")
+MAX_PROJECTED_SEEDS = 100_000
+PROJECTION_NOTE = ("seeds needed (a projection, not a measurement): the smallest n per side, at least the larger "
+                   "side's current n, at which the 95% Welch interval of the difference would exclude the bound "
+                   "if the observed effect δ and seed stds s_a, s_b stayed as they are: t(0.975, ν) · "
+                   "sqrt((s_a² + k² s_b²) / n) < |δ − bound|, ν = (n − 1)(s_a² + k² s_b²)² / (s_a⁴ + k⁴ s_b⁴) "
+                   "(k: the scale of a ratio bound, else 1); none when the effect sits on the bound; unknown when a "
+                   "side has n = 1 (no spread known). To act on it, add seeds to the config block the comparison's "
+                   "runs come from (seeds, arch_seeds or the study's own seeds)")
 
 
 def mean_interval(values) -> tuple[float, float]:
@@ -88,6 +98,26 @@ def welch(a, b, scale: float = 1.0) -> Difference:
             ci = scipy_stats.ttest_ind(a, scale * b, equal_var=False).confidence_interval(LEVEL)
         low, high = float(ci.low), float(ci.high)
     return Difference(effect, low, high, len(a), len(b), mean_a, mean_b)
+
+
+def seeds_needed(a, b, bound: float, scale: float = 1.0) -> tuple[int | None, str]:
+    """(n, text): the projected seeds per side that would decide the comparison ``mean(a) − scale · mean(b)``
+    against ``bound`` (see PROJECTION_NOTE); n is None when no projection exists (text says why)."""
+    a, b = (np.asarray(x, dtype=float) for x in (a, b))
+    a, b = a[~np.isnan(a)], b[~np.isnan(b)]
+    if len(a) < 2 or len(b) < 2:
+        return None, "unknown: a side has n = 1 (no spread known)"
+    gap = abs(float(a.mean() - scale * b.mean()) - bound)
+    var_a, var_b = float(a.var(ddof=1)), float(scale**2 * b.var(ddof=1))
+    if gap == 0:
+        return None, "none: the effect sits on the bound"
+    if var_a + var_b == 0:
+        return max(len(a), len(b)), "any n: no spread"
+    for n in range(max(len(a), len(b), 2), MAX_PROJECTED_SEEDS + 1):
+        dof = (n - 1) * (var_a + var_b) ** 2 / (var_a**2 + var_b**2)
+        if scipy_stats.t.ppf(0.5 + LEVEL / 2, dof) * math.sqrt((var_a + var_b) / n) < gap:
+            return n, f"{n} per side"
+    return None, f"more than {MAX_PROJECTED_SEEDS} per side"
 
 
 def decide(diff: Difference, at_least: float | None = None, at_most: float | None = None) -> str:

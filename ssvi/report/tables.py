@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .columns import CELL_KEYS, FLOPS, FORMATS, LABELS, METRICS, TIME, TIME_NOTE
+from ..temperature import RULE as TEMPERATURE_RULE
+from .columns import (CALIBRATED, CELL_KEYS, FLOPS, FORMATS, LABELS, MAIN_METRICS, METRICS, NOT_AVAILABLE, TEMPERATURE,
+                      TIME, TIME_NOTE, VIEWS, VIEWS_NOTE)
 from .paper import add_paper_columns
 from .render import Table, caption, density_cell, n_cells, pm, pm_columns
 from .runs import grid
@@ -31,11 +33,15 @@ def devices(runs: pd.DataFrame, keys: list[str]) -> pd.Series:
 
 def main_stats(runs: pd.DataFrame, config: dict) -> pd.DataFrame:
     """Numbers of the main table: one row per dataset x arch x method label x density, with the training
-    FLOPs and training-time ratios of dense VI of the same dataset and arch to each row."""
+    FLOPs and training-time ratios of dense VI of the same dataset and arch to each row; n_views = runs of
+    the cell whose uncertainty views are known (recorded or recomputed from predictions.pt)."""
     cells = main_cells(runs)
-    stats = sort_cells(seed_stats(cells, CELL_KEYS, METRICS + FLOPS + TIME), config)
+    stats = sort_cells(seed_stats(cells, CELL_KEYS, MAIN_METRICS + CALIBRATED + [TEMPERATURE] + FLOPS + TIME), config)
     where = stats[CELL_KEYS].apply(tuple, axis=1)
     stats["device"] = where.map(devices(cells, CELL_KEYS).to_dict()) if not cells.empty else []
+    known = cells.assign(known=cells["views_source"] != NOT_AVAILABLE) if not cells.empty else cells
+    stats["n_views"] = (where.map(known.groupby(CELL_KEYS, sort=False)["known"].sum().to_dict()).fillna(0).astype(int)
+                        if not cells.empty else [])
     dense = stats[stats["method"] == "dense_vi"].set_index(["dataset", "arch"])
     for column, mean in (("train_flops_reduction_vs_dense_vi", "train_flops_mean"),
                          ("train_time_ratio_vs_dense_vi", "train_time_s_mean")):
@@ -55,12 +61,26 @@ def device_caption(stats: pd.DataFrame) -> str:
     return f"training devices: {', '.join(names)} (column device)"
 
 
+def view_cells(stats: pd.DataFrame, metrics: list[str]) -> dict[str, list[str]]:
+    """'mean ± std' of uncertainty views, 'not available' where no run of the cell has them."""
+    cells = pm_columns(stats, metrics)
+    return {label: [NOT_AVAILABLE if not known else cell for cell, known in zip(column, stats["n_views"])]
+            for label, column in cells.items()}
+
+
+def views_caption(stats: pd.DataFrame) -> str:
+    missing = int((stats["n"] - stats["n_views"]).clip(lower=0).sum()) if not stats.empty else 0
+    return (f"; {VIEWS_NOTE}" + (f"; '{NOT_AVAILABLE}': {missing} run(s) made before these views were recorded and "
+                                 "without a predictions.pt to recompute them from (re-evaluate them: delete their "
+                                 "metrics.json and re-run)" if missing else ""))
+
+
 def main_table(stats: pd.DataFrame, comparison: pd.DataFrame) -> Table:
     """``comparison``: ssvi.report.paper.paper_comparison, for the paper columns."""
     data, display = stats.copy(), stats[CELL_KEYS].copy()
     display["density"] = display["density"].map(density_cell)
-    cells = pm_columns(stats, METRICS + FLOPS + TIME)
-    for metric in METRICS:
+    cells = {**pm_columns(stats, METRICS + FLOPS + TIME), **view_cells(stats, VIEWS)}
+    for metric in METRICS + VIEWS:
         display[LABELS[metric]] = cells[LABELS[metric]]
     display[LABELS["train_flops"]] = cells[LABELS["train_flops"]]
     display["train FLOPs: dense VI ÷ this"] = stats["train_flops_reduction_vs_dense_vi"].map(ratio_cell)
@@ -71,27 +91,53 @@ def main_table(stats: pd.DataFrame, comparison: pd.DataFrame) -> Table:
         display["device"] = stats["device"]
     display["n (seeds)"] = n_cells(stats)
     add_paper_columns(data, display, comparison)
-    text = ("Main results (the paper's Table 1 layout), default recipe, final-epoch model, posterior predictive; "
-            "post-hoc rows labelled with their fine-tune epochs; 'dense VI ÷ this' = ratio of the seed means of "
-            "dense VI (same dataset and arch) to this row: training-FLOPs reduction and training-time reduction; "
-            f"{TIME_NOTE}; {device_caption(stats)}; 'paper' columns: values of the expected-values file "
-            "(ours − paper, verdict within/outside tolerance)")
+    text = ("Main results (the paper's Table 1 layout), default recipe, final-epoch model, posterior predictive "
+            "(deterministic_sparse: its one forward pass, raw; ensembles 'M ×': mean of M runs' predictive "
+            "probabilities, density = the members' summed density, FLOPs and time = the members' sums, n = "
+            "independent ensembles); post-hoc rows labelled with their fine-tune epochs (BatchNorm statistics "
+            "re-estimated after pruning: one epoch of training batches in the LRT forward mode, no gradient step); "
+            "'dense VI ÷ this' = ratio of the seed means of dense VI (same dataset and arch) to this row: "
+            f"training-FLOPs reduction and training-time reduction; {TIME_NOTE}; {device_caption(stats)}"
+            f"{views_caption(stats)}; 'paper' columns: values of the expected-values file (ours − paper, verdict "
+            "within/outside tolerance)")
     return Table("main", data, display, caption(text, stats["n"]), blocks=["dataset", "arch"])
+
+
+def calibrated_table(stats: pd.DataFrame) -> Table:
+    """NLL, ECE, adaptive ECE and Brier before and after temperature scaling, and the fitted temperature."""
+    data = stats[[*CELL_KEYS, "n", "n_stale", "n_views",
+                  *[f"{m}_{s}" for m in ("nll", "ece", "ace", "brier", *CALIBRATED, TEMPERATURE)
+                    for s in ("mean", "std", "ci_low", "ci_high")]]].copy()
+    display = stats[CELL_KEYS].copy()
+    display["density"] = display["density"].map(density_cell)
+    raw, scaled = {**pm_columns(stats, ["nll", "ece", "brier"]), **view_cells(stats, ["ace"])}, \
+        view_cells(stats, CALIBRATED + [TEMPERATURE])
+    for metric in ("nll", "ece", "ace", "brier"):
+        display[LABELS[metric]] = raw[LABELS[metric]]
+        display[LABELS[f"t_{metric}"]] = scaled[LABELS[f"t_{metric}"]]
+    display[LABELS[TEMPERATURE]] = scaled[LABELS[TEMPERATURE]]
+    display["n (seeds)"] = n_cells(stats)
+    text = (f"Calibration after temperature scaling, every main-table row: {TEMPERATURE_RULE}; 'T-scaled' columns "
+            "score each test point with the temperature fitted on the other half; T (fitted) = per run the mean of "
+            f"its two temperatures (>1 softens, <1 sharpens); accuracy is unchanged by it{views_caption(stats)}")
+    return Table("calibrated", data, display, caption(text, stats["n"]), blocks=["dataset", "arch"])
 
 
 def density_sweep_table(stats: pd.DataFrame) -> Table:
     fields = ("mean", "std", "ci_low", "ci_high")
     rows = [{**{k: r[k] for k in CELL_KEYS}, "metric": m, **{f: r[f"{m}_{f}"] for f in fields}, "n": r["n"],
              "n_stale": r["n_stale"]}
-            for _, r in stats.iterrows() for m in METRICS + FLOPS + TIME]
+            for _, r in stats.iterrows() for m in MAIN_METRICS + CALIBRATED + FLOPS + TIME
+            if m not in VIEWS + CALIBRATED or r["n_views"]]
     data = pd.DataFrame(rows, columns=[*CELL_KEYS, "metric", *fields, "n", "n_stale"])
     display = data[["dataset", "arch", "method"]].copy()
     display["density"] = data["density"].map(density_cell)
     display["metric"] = data["metric"].map(LABELS)
     display["value"] = [pm(a, b, FORMATS[m]) for a, b, m in zip(data["mean"], data["std"], data["metric"])]
     display["n"] = n_cells(data)
-    text = (f"Density sweep (long format): every metric of every method and density, default recipe; "
-            f"{TIME_NOTE}; {device_caption(stats)}")
+    text = (f"Density sweep (long format): every metric of every method and density, default recipe "
+            f"(T-scaled: after temperature scaling, {TEMPERATURE_RULE}); {TIME_NOTE}; {device_caption(stats)}"
+            f"{views_caption(stats)} (such rows are left out)")
     return Table("density_sweep", data, display, caption(text, data["n"]))
 
 

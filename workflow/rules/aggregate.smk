@@ -2,13 +2,12 @@
 #   snakemake --cores 1 tables_and_figures    regenerate every table and figure from the finished runs
 # (it fails, naming them, when runs of the config are unfinished; `snakemake --cores all` runs them).
 
-TABLE_NAMES = ["main", "paper_comparison", "density_sweep", "criteria", "criteria_vs_mean", "robustness",
-               "robustness_spread", "schedule_ablation", "claims", "ood", "shift", "shift_corruptions"] + [
-                  f"{kind}_{stage}" for kind in ("iou", "spearman") for stage in ("start", "middle", "end")]
 FIGURE_NAMES = ["fig1_flops_vs_accuracy", "metrics_vs_density", "criteria_comparison", "robustness_heatmap",
                 "robustness_sigma_lines", "schedule_ablation", "iou_matrices", "ood_auroc_vs_density",
-                "shift_accuracy_vs_severity"]
+                "shift_accuracy_vs_severity", "reliability_diagrams", "risk_coverage"]
+# every file the aggregation writes (ssvi.report.build), so a failed aggregation leaves none of them stale
 TABLES = [f"{TABLES_DIR}/{name}.{ext}" for name in TABLE_NAMES for ext in ("csv", "md", "tex")]
+AGGREGATE_EXTRA = [f"{TABLES_DIR}/{name}" for name in AGGREGATE_EXTRA_FILES]
 FIGURES = [f"{FIGURES_DIR}/{name}.{ext}" for name in FIGURE_NAMES for ext in ("png", "pdf")]
 
 
@@ -39,8 +38,10 @@ rule aggregate:
     output:
         tables=[report(t, category="Tables") for t in TABLES if t.endswith(".md")]
         + [t for t in TABLES if not t.endswith(".md")],
+        extra=AGGREGATE_EXTRA,
     params:
-        command=aggregate_command(),
+        command=lambda wc, threads: aggregate_command(threads),
+    threads: 1
     log:
         f"{RESULTS}/logs/aggregate.log",
     shell:
@@ -68,7 +69,7 @@ rule tables_and_figures:
     input:
         finished_runs_only,
     params:
-        commands=" && ".join([aggregate_command(), *map(figure_command, FIGURE_NAMES)]),
+        commands=" && ".join([aggregate_command(1), *map(figure_command, FIGURE_NAMES)]),
     log:
         f"{RESULTS}/logs/tables_and_figures.log",
     shell:

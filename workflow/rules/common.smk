@@ -10,6 +10,8 @@ sys.path.insert(0, str(Path(workflow.basedir)))                         # the ss
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))  # grid.py
 import grid  # noqa: E402
 from ssvi.config import ConfigError, RunConfig, coerce_numbers, load_yaml, results_config  # noqa: E402
+from ssvi.report.build import EXTRA_FILES as AGGREGATE_EXTRA_FILES, TABLE_NAMES  # noqa: E402
+from ssvi.rundir import METRICS, damaged_files  # noqa: E402
 from ssvi.shift import datasets_to_verify  # noqa: E402
 
 
@@ -35,6 +37,7 @@ DATA_DIR = config.get("data_dir", "data")
 RESOURCES = config.get("resources", {})
 SKIP = config.get("evaluation", {}).get("skip", [])  # evaluation sets not evaluated (contract C-B)
 RUNS = grid.run_grid(config)
+ENSEMBLE_MEMBERS = grid.ensemble_members(config)  # their evaluation keeps the per-set probabilities ensembles need
 
 
 def _expected_configs():
@@ -49,6 +52,16 @@ def _expected_configs():
 
 
 EXPECTED = _expected_configs()
+
+
+def _check_finished_runs():
+    """A finished run whose result files are damaged stops the DAG before any job starts (Snakemake would
+    otherwise take it as done), naming the file, what to delete and what re-running then redoes."""
+    damaged = [damage for path in RUNS for damage in
+               (damaged_files(Path(run_dir(path))) if Path(run_file(path, METRICS)).exists() else [])]
+    if damaged:
+        raise ValueError(f"{len(damaged)} damaged result file(s); {damaged[0].message()}"
+                         + (f" (also: {', '.join(str(d.file) for d in damaged[1:6])})" if len(damaged) > 1 else ""))
 
 
 wildcard_constraints:
@@ -114,6 +127,11 @@ def skip_arguments():
     return shell_words(word for name in SKIP for word in ("--skip", name))
 
 
+def keep_probs_argument(wildcards):
+    """--keep-probs for ensemble members (a params value: a run that becomes a member is re-evaluated)."""
+    return "--keep-probs" if run_path(wildcards) in ENSEMBLE_MEMBERS else ""
+
+
 def shell_words(words):
     """Arguments for a shell command line, each quoted (paths and values may hold spaces or quotes)."""
     return " ".join(shlex.quote(str(word)) for word in words)
@@ -131,10 +149,10 @@ def all_outputs():
     return all_metrics() + TABLES + FIGURES
 
 
-def aggregate_command():
+def aggregate_command(threads):
     """workflow/scripts/aggregate.py over every run of the grid (all must be finished and evaluated)."""
     runs = [str(Path(metrics).parent) for metrics in all_metrics()]
-    return shell_words([PYTHON, "workflow/scripts/aggregate.py", "--config", RESOLVED_CONFIG,
+    return shell_words([PYTHON, "workflow/scripts/aggregate.py", "--config", RESOLVED_CONFIG, "--threads", threads,
                         "--expected", EXPECTED_VALUES, "--require-eval", "--out", TABLES_DIR, *runs])
 
 
@@ -150,3 +168,6 @@ def finished_runs_only(wildcards):
                          f"are missing, e.g. {', '.join(missing[:3])}; run `snakemake --cores all` to train "
                          f"and evaluate them (or `snakemake runs` for the training runs only)")
     return [RESOLVED_CONFIG, EXPECTED_VALUES]
+
+
+_check_finished_runs()

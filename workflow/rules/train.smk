@@ -5,7 +5,8 @@
 # Snakemake's params rerun trigger sees it, and --restart-on-config-change makes the trainer start
 # fresh instead of refusing the old checkpoint. A changed `evaluation: skip` re-runs the job too, which
 # then only re-evaluates (the final epoch's checkpoint is kept). The sets of `evaluation: {skip: [...]}`
-# are not evaluated (ood_shift.json lists them as not_evaluated).
+# are not evaluated (ood_shift.json lists them as not_evaluated). Ensemble members (the config's ensembles
+# block) also keep their per-set probabilities (eval_probs.pt) for the report layer's ensembles.
 
 
 rule train:
@@ -19,6 +20,7 @@ rule train:
         out=lambda wc, output: str(Path(output.metrics).parent),
         run_config=resolved_run_config,
         skip=skip_arguments(),
+        keep_probs=keep_probs_argument,
         arguments=lambda wc, threads: train_arguments(wc, threads),
     log:
         f"{RESULTS}/logs/train/{{dataset}}/{{arch}}/{{method}}/{{variant}}/d{{density}}/seed{{seed}}.log",
@@ -32,7 +34,7 @@ rule train:
         runtime=lambda wc, attempt: RESOURCES.get("runtime_min", 60) * attempt,
     shell:
         "{params.python} -m ssvi train --out {params.out:q} --restart-on-config-change --evaluate {params.skip} "
-        "{params.arguments} > {log:q} 2>&1"
+        "{params.keep_probs} {params.arguments} > {log:q} 2>&1"
 
 
 localrules:

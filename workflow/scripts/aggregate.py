@@ -3,7 +3,7 @@ docstring for the stages). Reads result files only (metrics.json, subspace.json,
 trains.
 
     python workflow/scripts/aggregate.py --config config/config.yaml --out results/tables [RUN_DIR ...]
-        [--expected results/expected/paper.yaml] [--allow-missing] [--allow-stale] [--require-eval]
+        [--expected results/expected/paper.yaml] [--allow-missing] [--allow-stale] [--require-eval] [--threads N]
 
 Without RUN_DIRs every run of the config's grid (``workflow/scripts/grid.py``) is read from
 ``<results_dir>/runs``. A run dir without ``metrics.json`` is an error naming it, unless
@@ -12,10 +12,16 @@ the one the grid expects for its path is an error naming the run and the keys, u
 (then it is included and counted in column n_stale). A finished run's ``ood_shift.json`` is read when
 present; a run without it has no OOD / shift values, unless ``--require-eval``, which makes it an error.
 
+Every run's recorded result files are checked first (sizes; a damaged file is one error naming it and the
+fix). Views a run's metrics.json predates (adaptive ECE, AURC, AUGRC, temperature scaling, curves) are
+recomputed from its predictions.pt, and the config's ensembles are built from their members' stored
+predictions, on ``--threads`` CPU threads.
+
 Each table ``<name>`` is written as ``<name>.csv`` (the numbers: mean, std, 95% interval, n), ``<name>.md``
 and ``<name>.tex`` ("mean ± std" cells under a caption); plus ``runs.csv`` and ``claims.json``. Tables:
-main, paper_comparison, density_sweep, criteria, criteria_vs_mean, iou_/spearman_{start,middle,end},
-robustness, robustness_spread, schedule_ablation, ood, shift, shift_corruptions, claims.
+ssvi.report.build.TABLE_NAMES (main, calibrated, paper_comparison, density_sweep, criteria, criteria_vs_mean,
+iou_/spearman_{start,middle,end}, robustness, robustness_spread, schedule_ablation, ood, shift,
+shift_corruptions, reliability, risk_coverage, claims, undecided).
 Exit code 2 with one ``aggregate: error: ...`` message for a user error.
 """
 
@@ -53,11 +59,16 @@ def main(argv=None) -> int:
     parser.add_argument("--require-eval", action="store_true",
                         help=f"a finished run without {EVAL_FILE} (python -m ssvi evaluate) is an error naming it "
                              "(default: such runs just have no OOD / shift values)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads of the recomputations (default: torch's choice)")
     parser.add_argument("run_dirs", nargs="*", help="finished run dirs (default: every run of the config's grid)")
     args = parser.parse_args(argv)
     if args.expected is not None and not args.expected.is_file():
         parser.error(f"--expected {args.expected} does not exist")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
     try:
         config = coerce_numbers(load_yaml(args.config))  # YAML or JSON; "1e-3" read as a number
         tables = aggregate(config, args.out, args.run_dirs or None, args.expected or DEFAULT_EXPECTED,

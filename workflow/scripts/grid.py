@@ -1,6 +1,9 @@
 """The experiment grid: one function turns a workflow config into the set of runs (the one place paths
 and grids are defined). Used by the Snakefile, the aggregation (ssvi.report) and the tests.
 
+Ensembles (``ensembles:``) are built by the report layer from finished runs; their members are ordinary runs
+of the default recipe, added here for every seed of their groups.
+
 A run lives in ``<results_dir>/runs/<dataset>/<arch>/<method>/<variant>/d<density>/seed<seed>/``, where
 ``variant`` is ``default`` (the recipe of ``config['run']``), ``crit-<criterion>`` (criteria ablation),
 ``sigma<s>-kl<k>`` (hyperparameter robustness), ``dt<delta_t>-a<alpha>`` (subspace-schedule ablation)
@@ -121,6 +124,54 @@ def _schedule_runs(config: dict, defaults: dict) -> list[RunSpec]:
     return runs
 
 
+def ensemble_specs(config: dict) -> list[dict]:
+    """The ensembles of the config's ``ensembles`` block, one per dataset x arch x entry: method, density (of each
+    member; dense_vi: 1), members (M), groups (lists of seeds: one ensemble each, disjoint) and their paths.
+
+    Raises ssvi.config.ConfigError for a seed in two groups (members must not be shared by ensembles whose
+    spread is reported), groups of unequal size or of fewer than two members, or a method no run can have."""
+    from ssvi.config import ConfigError
+    specs = []
+    for entry in config.get("ensembles") or []:
+        groups = [list(group) for group in entry["groups"]]
+        seeds = [seed for group in groups for seed in group]
+        where = f"ensembles entry {entry['method']} at d = {entry.get('density', 1.0)}"
+        reused = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+        if reused:
+            raise ConfigError(f"{where}: seed(s) {', '.join(map(str, reused))} appear in more than one group; each "
+                              "ensemble needs its own members (with 2M seeds, two independent ensembles of M)")
+        sizes = {len(group) for group in groups}
+        if len(sizes) != 1 or min(sizes) < 2:
+            raise ConfigError(f"{where}: every group must have the same number (>= 2) of seeds, got {groups}")
+        if entry["method"] == "posthoc":
+            raise ConfigError(f"{where}: post-hoc runs have variants per fine-tuning epochs; ensemble another method")
+        density = 1.0 if entry["method"] == "dense_vi" else float(entry["density"])
+        for dataset in entry.get("datasets") or config["datasets"]:
+            for arch in entry.get("archs") or config["archs"]:
+                members = [[RunSpec(dataset, arch, entry["method"], DEFAULT, density, seed) for seed in group]
+                           for group in groups]
+                specs.append({"dataset": dataset, "arch": arch, "method": entry["method"], "density": density,
+                              "members": len(groups[0]), "groups": groups,
+                              "paths": [[run.path for run in group] for group in members]})
+    return specs
+
+
+def _ensemble_runs(config: dict) -> list[RunSpec]:
+    return [RunSpec(*grid_path_parts(path)) for spec in ensemble_specs(config) for group in spec["paths"]
+            for path in group]
+
+
+def grid_path_parts(path: str) -> tuple:
+    match = RUN_PATH.search(path)
+    return (match["dataset"], match["arch"], match["method"], match["variant"], float(match["density"]),
+            int(match["seed"]))
+
+
+def ensemble_members(config: dict) -> set[str]:
+    """Grid paths of every run that is a member of some ensemble (they keep their per-set probabilities)."""
+    return {path for spec in ensemble_specs(config) for group in spec["paths"] for path in group}
+
+
 def run_grid(config: dict) -> dict[str, RunSpec]:
     """Every run of the config, keyed by its relative path (deduplicated, posthoc sources included).
 
@@ -128,7 +179,7 @@ def run_grid(config: dict) -> dict[str, RunSpec]:
     0.1000001 both print as ``d0.1``)."""
     defaults = recipe_defaults(config)
     runs = (_main_runs(config) + _criteria_runs(config, defaults) + _robustness_runs(config, defaults)
-            + _schedule_runs(config, defaults))
+            + _schedule_runs(config, defaults) + _ensemble_runs(config))
     runs += [dense_source(config, r.dataset, r.arch, r.seed) for r in runs if r.method == "posthoc"]
     grid: dict[str, RunSpec] = {}
     values: dict[str, dict] = {}
