@@ -191,8 +191,9 @@ def run_command(argv: list[str]) -> int:
         return 0
     if args.command == "data":
         return prepare_data(args)
-    logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
-                        format="%(message)s", stream=sys.stdout)
+    console = logging.StreamHandler(sys.stdout)  # --quiet: only warnings on the console; train.log gets everything
+    console.setLevel(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[console])
     if args.command == "status":
         from .status import status_command
         return status_command(args)

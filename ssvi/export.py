@@ -16,8 +16,10 @@ Usage::
     state, extra = load_compact("model_compact.pt")
     model.load_state_dict(state)
 
-    # from a finished run directory: writes DIR/model_compact.pt from DIR/model.pt, prints the sizes
+    # a legacy run directory: writes DIR/model_compact.pt from DIR/model.pt, prints the sizes
     python -m ssvi.export --run DIR        # or ssvi.export.main(["--run", DIR])
+    # a run made now keeps model_compact.pt already (with its training state as ``extra``); a dense copy:
+    python -m ssvi export --run DIR --dense model_dense.pt
 
 For a run directory, ``main`` keeps everything of ``model.pt`` but the state dict as ``extra``, so
 ``{**extra, "model": state}`` is the original ``model.pt`` content (``extra["config"]`` the run config).
@@ -326,10 +328,15 @@ def tensors_identical(a: dict, b: dict) -> bool:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ssvi export",
-                                     description="write DIR/model_compact.pt (compact sparse checkpoint) "
-                                                 "from a finished run's DIR/model.pt")
-    parser.add_argument("--run", required=True, help="finished run directory (holds model.pt)")
+                                     description="write DIR/model_compact.pt (compact sparse checkpoint) from a "
+                                                 "legacy run's dense DIR/model.pt; runs made now keep their final "
+                                                 "model compact already (--dense writes a dense copy of it)")
+    parser.add_argument("--run", required=True, help="finished run directory (holds model.pt or model_compact.pt)")
     parser.add_argument("--out", help=f"output file (default: RUN/{COMPACT_MODEL})")
+    parser.add_argument("--dense", metavar="FILE",
+                        help="instead, write the run's final model as a dense torch file {'config', 'model'} (the "
+                             "layout of legacy model.pt files, for tools that read plain state dicts)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: the run config's threads)")
     parser.add_argument("--no-signed-zeros", action="store_true",
                         help="store inactive zeros as +0.0 (smaller; torch.equal but not byte-identical)")
     parser.add_argument("--no-verify", action="store_true", help="skip reloading and comparing the written file")
@@ -338,15 +345,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    source = Path(args.run) / SOURCE_MODEL
-    out = Path(args.out) if args.out else Path(args.run) / COMPACT_MODEL
-    if not source.is_file():
-        print(f"ssvi export: {source} not found (is {args.run} a finished run?)", file=sys.stderr)
+    run = Path(args.run)
+    source, compact = run / SOURCE_MODEL, run / COMPACT_MODEL
+    if not source.is_file() and not compact.is_file():
+        print(f"ssvi export: {run} holds no final model ({SOURCE_MODEL} or {COMPACT_MODEL}; is it a finished run?)",
+              file=sys.stderr)
         return 1
+    if args.dense or not source.is_file():
+        return _dense_copy(args, compact)
     checkpoint = torch.load(source, map_location="cpu", weights_only=True)
     if not isinstance(checkpoint, dict) or "model" not in checkpoint:
         print(f"ssvi export: {source} holds no 'model' state dict", file=sys.stderr)
         return 1
+    if args.threads or checkpoint.get("config", {}).get("threads"):
+        torch.set_num_threads(args.threads or checkpoint["config"]["threads"])
+    out = Path(args.out) if args.out else compact
     state = checkpoint["model"]
     extra = {k: v for k, v in checkpoint.items() if k != "model"}
     save_compact(state, out, extra=extra, signed_zeros=not args.no_signed_zeros)
@@ -360,6 +373,21 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     before, after = source.stat().st_size, out.stat().st_size
     print(f"{source}: {before / 2**20:.2f} MiB -> {out}: {after / 2**20:.2f} MiB (ratio {after / before:.4f})")
+    return 0
+
+
+def _dense_copy(args, compact: Path) -> int:
+    """A run that keeps its final model compact: report it, or write the dense copy asked for (--dense)."""
+    state, extra = load_compact(compact, map_location="cpu")
+    if args.threads or extra.get("config", {}).get("threads"):
+        torch.set_num_threads(args.threads or extra["config"]["threads"])
+    if not args.dense:
+        print(f"{compact}: the run keeps its final model in the compact format already "
+              f"({compact.stat().st_size / 2**20:.2f} MiB); --dense FILE writes a dense copy")
+        return 0
+    out = Path(args.dense)
+    save_torch(out, {"config": extra.get("config"), "model": state})
+    print(f"{compact}: {compact.stat().st_size / 2**20:.2f} MiB -> {out}: {out.stat().st_size / 2**20:.2f} MiB (dense)")
     return 0
 
 

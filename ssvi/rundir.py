@@ -273,8 +273,12 @@ class RunLogHandler(logging.FileHandler):
 
 
 def attach_log_file(out: Path) -> logging.Handler:
+    """``train.log`` gets every line of the run (INFO and up), whatever the console shows (``--quiet``)."""
     handler = RunLogHandler(out / LOG_FILE)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    handler.setLevel(logging.INFO)
+    if log.getEffectiveLevel() > logging.INFO:
+        log.setLevel(logging.INFO)
     log.addHandler(handler)
     return handler
 

@@ -178,7 +178,7 @@ def run_status(out: Path, expected: dict[str, dict] | None = None, full: bool = 
 
 def find_run_dirs(root: Path) -> list[Path]:
     """``root`` if it is a run directory, else every run directory under it (a folder holding run files)."""
-    markers = (METRICS, RESOLVED_CONFIG, CHECKPOINT, LOG_FILE)
+    markers = (METRICS, RESOLVED_CONFIG, CHECKPOINT, LOG_FILE, PROGRESS)
     if any((root / m).exists() for m in markers):
         return [root]
     return sorted({path.parent for m in markers for path in root.rglob(m)})

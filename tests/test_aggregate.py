@@ -455,3 +455,11 @@ def test_cli_reads_the_config_grid_and_reports_missing(tmp_path):
     (dirs[0] / "metrics.json").unlink()
     done = subprocess.run(cmd + [str(d) for d in dirs], capture_output=True, text=True, cwd=aggregate.REPO)
     assert done.returncode == 2 and str(dirs[0]) in done.stderr
+
+
+def test_the_aggregation_writes_exactly_the_files_it_declares(tmp_path):
+    from ssvi.report.build import EXTRA_FILES, TABLE_NAMES
+    config, tables = run_aggregate(tmp_path)
+    written = {p.name for p in (tmp_path / "tables").iterdir()}
+    assert written == {f"{n}.{e}" for n in TABLE_NAMES for e in ("csv", "md", "tex")} | set(EXTRA_FILES)
+    assert set(tables) == set(TABLE_NAMES)

@@ -219,3 +219,19 @@ def test_concurrency_option_parsing():
     assert build_parser().parse_args([]).concurrency == []
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--concurrency", "0,2"])
+
+
+def test_the_command_line_prints_one_screen_and_writes_the_full_record_to_out(tmp_path, capsys):
+    from ssvi.bench.cli import main as bench_main
+    out = tmp_path / "bench.json"
+    args = ["--width", "0.125", "--batch", "4", "--image-size", "8", "--steps", "1", "--warmup", "1",
+            "--no-sparse-routes", "--threads", "1"]
+    assert bench_main(args) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert 3 <= len(printed) <= 25 and "train_step" in printed[1] and "×" in printed[1]
+    assert printed[-1].endswith("the full record: add --out FILE.json") and not list(tmp_path.iterdir())
+    assert bench_main([*args, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[-1] == f"full record: {out}" and len(printed) <= 25
+    record = json.loads(out.read_text())
+    assert record["train_step"]["production_vs_reference"] > 0 and "notes" in record

@@ -194,3 +194,61 @@ def test_cli_exports_a_run_directory(small_ssvi, tmp_path, capsys):
     assert extra == {"config": config}
     assert (tmp_path / "model_compact.pt").stat().st_size < 0.5 * (tmp_path / "model.pt").stat().st_size
     assert main(["--run", str(tmp_path / "missing")]) == 1
+
+
+# --------------------------------------------------------------------------------------------
+# finished runs keep the compact format
+# --------------------------------------------------------------------------------------------
+
+def test_a_finished_run_keeps_its_final_posterior_compact_and_bit_identical(tmp_path, monkeypatch):
+    from ssvi import results
+    from ssvi.config import RunConfig
+    from ssvi.rundir import load_final
+    from ssvi.trainer import run as train
+    kept = {}
+    real = results.save_final
+
+    def capture(out, state_dict, final_state):
+        kept["state"] = {k: v.clone() for k, v in state_dict.items()}
+        return real(out, state_dict, final_state)
+
+    monkeypatch.setattr(results, "save_final", capture)
+    cfg = RunConfig.from_dict({"method": "ssvi", "width": 0.125, "image_size": 8, "epochs": 2, "delta_t": 3,
+                               "threads": 1, "num_samples": 2})
+    metrics = train(cfg, tmp_path / "run")
+    assert sorted(p.name for p in (tmp_path / "run").iterdir() if p.suffix == ".pt") == ["model_compact.pt",
+                                                                                          "predictions.pt"]
+    state, extra = load_final(tmp_path / "run")
+    assert_identical(kept["state"], state)
+    assert extra["epoch"] == 2 and extra["config"] == cfg.to_dict() and len(extra["history"]) == 2
+    assert metrics["files"]["model_compact.pt"]["bytes"] == (tmp_path / "run" / "model_compact.pt").stat().st_size
+    # the dense copy of `ssvi export --dense` is the same state dict
+    assert main(["--run", str(tmp_path / "run"), "--dense", str(tmp_path / "dense.pt")]) == 0
+    assert_identical(kept["state"], torch.load(tmp_path / "dense.pt", weights_only=False)["model"])
+
+
+def test_posthoc_from_a_compact_dense_vi_run_equals_posthoc_from_the_legacy_layout(tmp_path):
+    import json
+
+    from ssvi.config import RunConfig
+    from ssvi.rundir import load_final
+    from ssvi.trainer import run as train
+    tiny = {"width": 0.125, "image_size": 8, "threads": 1, "num_samples": 2}
+    dense = tmp_path / "dense"
+    train(RunConfig.from_dict({**tiny, "method": "dense_vi", "epochs": 1}), dense)
+    legacy = tmp_path / "legacy"  # the same run as older versions kept it: a dense model.pt, no file records
+    legacy.mkdir()
+    state, extra = load_final(dense)
+    torch.save({"config": extra["config"], "model": state}, legacy / "model.pt")
+    metrics = json.loads((dense / "metrics.json").read_text())
+    del metrics["files"]
+    (legacy / "metrics.json").write_text(json.dumps(metrics))
+    results = {}
+    for name, source in (("compact", dense), ("legacy", legacy)):
+        out = tmp_path / f"posthoc_{name}"
+        results[name] = train(RunConfig.from_dict({**tiny, "method": "posthoc", "epochs": 1, "density": 0.2,
+                                                   "init_from": str(source)}), out)
+    assert torch.equal(torch.load(tmp_path / "posthoc_compact" / "predictions.pt")["sample_probs"],
+                       torch.load(tmp_path / "posthoc_legacy" / "predictions.pt")["sample_probs"])
+    for key in ("acc", "nll", "ece", "train_flops", "layer_densities"):
+        assert results["compact"][key] == results["legacy"][key], key

@@ -278,3 +278,12 @@ def test_end_to_end_dag_and_regeneration(tmp_path):
     jobs = set(re.findall(r"rule (\w+):", regenerate.stdout + regenerate.stderr))
     assert jobs and "train" not in jobs, jobs
     assert (out / "tables" / "main.md").exists()
+
+
+def test_the_aggregation_declares_every_file_it_writes(tmp_path):
+    # runs.csv and claims.json are outputs of the aggregate rule (a failed aggregation leaves none stale)
+    tables = tmp_path / "results" / "tables"
+    config = write_config(tmp_path, ONE_RUN)
+    result = snakemake("-n", str(tables / "runs.csv"), str(tables / "claims.json"), "--configfile", str(config))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "rule aggregate:" in result.stdout + result.stderr

@@ -19,6 +19,7 @@ from .routes import (ALL_ROUTES, MICRO_DENSITIES, MICRO_MIN_SAMPLE_S, MICRO_ROUT
 from .concurrency import benchmark_concurrency
 from .kernel_step import benchmark_kernel_steps
 from .speed_variants import SPEED_VARIANTS, benchmark_speed_variants
+from .summary import summary_lines
 from .timing import load_average, log, machine_info
 from .train_step import benchmark_model
 
@@ -194,7 +195,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="timed steps per route and density after --warmup (default: 3)")
     parser.add_argument("--delta-t", type=int, default=100,
                         help="subspace-update interval for the whole-run ratio of --kernel-steps (default: 100)")
-    parser.add_argument("--out", help="also write the JSON to this file")
+    parser.add_argument("--out", help="write the full JSON record to this file (stdout gets a one-screen summary)")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -203,11 +204,12 @@ def run_from_args(args: argparse.Namespace) -> int:
                            args.micro_densities, args.micro_routes, args.micro_repeats, tuple(args.speed_variants),
                            args.speed_steps, args.speed_repeats, tuple(args.concurrency), args.concurrency_variant,
                            args.kernel_steps, args.kernel_densities, args.kernel_step_repeats, args.delta_t)
-    text = json.dumps(record, indent=1)
-    print(text)
+    record["options"]["out"] = args.out
+    print("\n".join(summary_lines(record)))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+        Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
+        print(f"full record: {args.out}")
     return 0
 
 
