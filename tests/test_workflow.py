@@ -116,10 +116,12 @@ def test_bad_run_value_stops_the_dag_before_any_job(tmp_path):
 def test_paper_grid_dry_run_lists_every_run_once_with_posthoc_edges_and_verifies_evaluation_data():
     config = load("paper.yaml")
     expected = grid.run_grid(config)
-    # the paper grid: 2 datasets x 2 archs x 3 seeds x (1 dense + 3 densities x (3 methods + 2 posthoc variants))
-    # + criteria ablation (5 extra) + robustness (15 extra cells x 2 methods) + schedule ablation
-    # (5 delta_t x 3 alpha - the recipe's own) on cifar10/resnet18, x 3 seeds
-    assert len(expected) == 2 * 2 * 3 * (1 + 3 * 5) + 3 * (5 + 2 * 15 + 14)
+    # the paper grid: 2 datasets x 2 archs x 3 seeds x (1 dense + 3 densities x (3 methods + 2 posthoc variants)
+    # + 2 densities of deterministic_sparse) + criteria ablation (5 extra) + robustness (15 extra cells x 2
+    # methods) + schedule ablation (5 delta_t x 3 alpha - the recipe's own) on cifar10/resnet18, x 3 seeds
+    # + the ensembles' extra members per dataset x arch: seeds 3-5 of ssvi 0.05, static 0.05 and dense VI, and
+    # seeds 0-5 of ssvi 0.025
+    assert len(expected) == 2 * 2 * 3 * (1 + 3 * 5 + 2) + 3 * (5 + 2 * 15 + 14) + 2 * 2 * (3 * 3 + 6)
     result = snakemake("-n", "--configfile", "config/paper.yaml")
     assert result.returncode == 0, result.stderr
     text = result.stdout + result.stderr
