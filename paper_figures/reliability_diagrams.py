@@ -39,6 +39,9 @@ def _panel(ax, counts_ax, rows, style, label, reference=None, reference_style=No
     ax.tick_params(labelsize=7, labelbottom=False)
     counts_ax.bar(rows["bin_low"], rows["count"].clip(lower=0), width=width, align="edge", color=style["color"],
                   alpha=0.8)
+    if reference is not None:  # dense VI's counts as an outline, for comparison
+        counts_ax.stairs(reference["count"].to_numpy(), [*reference["bin_low"], reference["bin_high"].iloc[-1]],
+                         color=reference_style["color"], linewidth=0.9)
     counts_ax.set_yscale("symlog", linthresh=1)
     counts_ax.set_xlim(0, 1)
     counts_ax.set_xlabel("confidence (top-label probability)", fontsize=8)
@@ -68,10 +71,11 @@ def draw(tables: Path):
         reference = block[block["method"] == DENSE].sort_values("bin")
         _panel(ax, counts_ax, rows, styles[method], method, reference if len(reference) else None, styles.get(DENSE))
         ax.set_title(f"{dataset} / {arch}\n{method}, d = {density:g} (n = {int(rows['n'].iloc[0])})", fontsize=8)
-        ax.legend(fontsize=6, loc="upper left", frameon=False)
-    fig.suptitle("Reliability diagrams at the main density (bars: the method, pooled over seeds; line: dense VI; "
-                 "dashed: perfect calibration; lower bars: points per bin)", fontsize=9)
-    fig.subplots_adjust(top=1 - 0.75 / (4.0 * rows_of_panels), bottom=0.35 / rows_of_panels)
+    fig.suptitle("Reliability diagrams at the main density: bars = the panel's method (test points of every seed "
+                 "pooled), blue line = dense VI, dashed = perfect calibration;\nlower panels: test points per bin "
+                 "(bars: the method, outline: dense VI; log scale)", fontsize=9)
+    height = 4.0 * rows_of_panels
+    fig.subplots_adjust(top=1 - 1.0 / height, bottom=0.6 / height)
     return fig
 
 

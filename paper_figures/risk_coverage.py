@@ -38,13 +38,17 @@ def draw(tables: Path):
             ax.fill_between(rows["coverage"], 100 * rows["risk_mean"] - spread, 100 * rows["risk_mean"] + spread,
                             color=color, alpha=0.15, linewidth=0)
         ax.set_xlim(0, 1)
-        ax.set_ylim(bottom=0)
+        # symlog: a chance-level method (post-hoc without fine-tuning) would squash every other curve near 0
+        ax.set_yscale("symlog", linthresh=1.0, linscale=0.5)
+        ax.set_ylim(0, 100)
+        ax.set_yticks([0, 0.5, 1, 2, 5, 10, 20, 50, 100], ["0", "0.5", "1", "2", "5", "10", "20", "50", "100"])
         ax.set_xlabel("coverage (fraction of test points answered, most confident first)")
-        ax.set_ylabel("risk: error rate of the answered (%)")
+        ax.set_ylabel("risk: error rate of the answered (%, symlog)")
         ax.set_title(f"{dataset} / {arch} ({common.seeds_text(block['n'])})", fontsize=9)
         ax.grid(alpha=0.3)
     legend_rows = common.figure_legend(fig, axes, ncol=3)
-    fig.suptitle("Risk–coverage at the main density (mean ± std over seeds; dashed: dense VI)", fontsize=10)
+    fig.suptitle("Risk–coverage at the main density (mean ± std over seeds; dashed: dense VI; y linear below 1%, "
+                 "logarithmic above)", fontsize=10)
     fig.tight_layout(rect=(0, 0.05 * legend_rows / max(1, len(axes) // 2) ** 0.5 + 0.02, 1, 1))
     return fig
 
