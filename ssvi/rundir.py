@@ -154,6 +154,19 @@ def load_final(out: Path, map_location="cpu") -> tuple[dict, dict]:
         raise DamagedRunError(Damage(path, reason, repair_advice(out, path.name))) from None
 
 
+def resume_point(out: Path) -> str:
+    """What re-running the run in ``out`` starts from, as the files on disk say."""
+    if (out / FINAL_MODEL).is_file() and not (out / METRICS).exists():
+        return f"its final model ({FINAL_MODEL}): training is complete, only the evaluation is redone"
+    if (out / CHECKPOINT).exists():
+        try:
+            return f"{out / CHECKPOINT} (epoch {read_checkpoint(out / CHECKPOINT, 'cpu', mmap=True)['epoch']})"
+        except UserError:
+            return f"scratch ({out / CHECKPOINT} is unreadable)"
+    return "the start (no checkpoint was written yet)"
+
+
+
 # --------------------------------------------------------------------------------------------
 # integrity of finished runs
 # --------------------------------------------------------------------------------------------

@@ -53,9 +53,10 @@ from .files import DiskFullError, write_text
 from .layers import PosteriorInit, set_mode, total_kl, variational_parameter_groups
 from .methods import Method, TrainContext, create_method
 from .models import create_model
-from .rundir import (CHECKPOINT, FINAL_MODEL, METRICS, RESOLVED_CONFIG, TENSORBOARD, attach_log_file, check_finished,
-                     check_same_run, load_final, make_run_directory, read_checkpoint,
+from .rundir import (CHECKPOINT, FINAL_MODEL, METRICS, RESOLVED_CONFIG, attach_log_file, check_finished,
+                     check_same_run, load_final, make_run_directory, read_checkpoint, resume_point,
                      run_directory_lock, save_checkpoint, set_rng_state, write_progress)
+from .scalars import scalar_writer
 from .sparse_lrt import check_sparse_kernel_device, set_lrt_route
 
 log = logging.getLogger("ssvi")
@@ -291,18 +292,6 @@ def load_checkpoint(run: Run, path: Path) -> None:
 # one run into a run directory
 # --------------------------------------------------------------------------------------------
 
-def resume_point(out: Path) -> str:
-    """What re-running the run in ``out`` starts from, as the files on disk say."""
-    if (out / FINAL_MODEL).is_file() and not (out / METRICS).exists():
-        return f"its final model ({FINAL_MODEL}): training is complete, only the evaluation is redone"
-    if (out / CHECKPOINT).exists():
-        try:
-            return f"{out / CHECKPOINT} (epoch {read_checkpoint(out / CHECKPOINT, 'cpu', mmap=True)['epoch']})"
-        except UserError:
-            return f"scratch ({out / CHECKPOINT} is unreadable)"
-    return "the start (no checkpoint was written yet)"
-
-
 @dataclass
 class Position:
     """Where a run is, for the one line a full disk or an interruption prints."""
@@ -408,31 +397,3 @@ def _train(run_: Run, out: Path, position: Position) -> None:
             write_scalars(row)
             write_progress(out, phase="training", epoch=run_.epoch, epochs=cfg.epochs, loss=row["loss"],
                            test_acc=row["test_acc"], seconds_per_epoch=run_.wall_time / len(run_.history))
-
-
-SCALARS = ("loss", "ce", "kl", "lr", "test_acc", "density", "seconds")
-
-
-@contextlib.contextmanager
-def scalar_writer(cfg: RunConfig, out: Path, epoch: int):
-    """``write(row)``: the epoch's scalars as TensorBoard events in ``out/tensorboard`` (run option
-    ``tensorboard``); a no-op otherwise. On a resumption, events after the resumed epoch are purged."""
-    if not cfg.tensorboard:
-        yield lambda row: None
-        return
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise ConfigError("tensorboard: true needs the tensorboard package (pip install tensorboard), or set "
-                          "tensorboard: false") from None
-    writer = SummaryWriter(str(out / TENSORBOARD), purge_step=epoch + 1 if epoch else None)
-
-    def write(row: dict) -> None:
-        for key in SCALARS:
-            writer.add_scalar(f"train/{key}", row[key], row["epoch"])
-        writer.flush()
-
-    try:
-        yield write
-    finally:
-        writer.close()

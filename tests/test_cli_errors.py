@@ -24,7 +24,7 @@ from ssvi import export, trainer
 from ssvi.cli import build_parser, main
 from ssvi.config import ConfigError
 from ssvi.errors import UserError
-from ssvi.rundir import CHECKPOINT, LOCK_FILE, METRICS, run_directory_lock
+from ssvi.rundir import CHECKPOINT, LOCK_FILE, run_directory_lock
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = {"method": "dense_vi", "width": 0.125, "image_size": 8, "epochs": 1, "threads": 1, "num_samples": 2}

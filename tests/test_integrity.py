@@ -30,9 +30,10 @@ from ssvi.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "workflow" / "scripts"))
+sys.path.insert(0, str(REPO / "tests" / "fixtures"))
+from results import without_timing  # noqa: E402
 TINY = {"method": "dense_vi", "width": 0.125, "image_size": 8, "epochs": 1, "threads": 1, "num_samples": 2,
         "eval_batch_size": 2000}
-TIMING_KEYS = ("seconds", "wall_time_s", "finished_at", "files")
 
 
 def train_args(out: Path, **overrides) -> list[str]:
@@ -48,14 +49,6 @@ def one_error_line(capsys, argv: list[str], code: int = 2) -> str:
 
 def final_model(out: Path) -> Path:
     return out / "model_compact.pt" if (out / "model_compact.pt").exists() else out / "model.pt"
-
-
-def without_timing(value):
-    if isinstance(value, dict):
-        return {k: without_timing(v) for k, v in value.items() if k not in TIMING_KEYS}
-    if isinstance(value, list):
-        return [without_timing(v) for v in value]
-    return value
 
 
 def temporaries(out: Path) -> list[str]:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,9 @@ import torch
 
 import calibration
 from ssvi.metrics import METRIC_VARIANTS, classification_metrics, ood_metrics, uncertainty_scores
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
+from predictions import miscalibrated  # noqa: E402
 
 KEYS = {"acc", "nll", "ece", "ace", "ece_ssvi", "brier", "aurc", "augrc", "nll_floor_hits"}
 
@@ -40,15 +44,7 @@ def test_nll_counts_the_test_points_at_the_probability_floor():
 
 
 def _random_case(n=2000, c=10, seed=0, sharp=3.0):
-    rng = np.random.default_rng(seed)
-    logits = rng.standard_normal((n, c)) * sharp
-    probs = np.exp(logits - logits.max(1, keepdims=True))
-    probs /= probs.sum(1, keepdims=True)
-    # labels: drawn from a tempered version of the probabilities, so the model is miscalibrated
-    tempered = probs ** 0.5
-    tempered /= tempered.sum(1, keepdims=True)
-    labels = np.array([rng.choice(c, p=p) for p in tempered])
-    return probs, labels
+    return miscalibrated(n, c, seed, sharp)
 
 
 # --------------------------------------------------------------------------------------------

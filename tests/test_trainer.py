@@ -26,16 +26,8 @@ from ssvi.trainer import DivergedError, build_run, load_checkpoint, run, run_sta
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = {"width": 0.125, "image_size": 8, "epochs": 4, "delta_t": 3, "threads": 1, "num_samples": 3}
-# timing, and the file records: the final model file holds the (timed) history beside the weights
-TIMING_KEYS = ("seconds", "wall_time_s", "finished_at", "files")
-
-
-def _without_timing(value):
-    if isinstance(value, dict):
-        return {k: _without_timing(v) for k, v in value.items() if k not in TIMING_KEYS}
-    if isinstance(value, list):
-        return [_without_timing(v) for v in value]
-    return value
+sys.path.insert(0, str(REPO / "tests" / "fixtures"))
+from results import without_timing  # noqa: E402
 
 
 def _train_command(out: Path) -> list[str]:
@@ -64,7 +56,7 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path):
     subprocess.run(_train_command(resumed), cwd=REPO, check=True)
     first = json.loads((reference / METRICS).read_text())
     second = json.loads((resumed / METRICS).read_text())
-    assert _without_timing(first) == _without_timing(second)
+    assert without_timing(first) == without_timing(second)
     assert torch.equal(torch.load(reference / "predictions.pt")["sample_probs"],
                        torch.load(resumed / "predictions.pt")["sample_probs"])
     assert tensors_identical(load_compact(reference / FINAL_MODEL)[0], load_compact(resumed / FINAL_MODEL)[0])

@@ -9,6 +9,8 @@ inverted confidence, n = 2).
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,16 +21,13 @@ from ssvi.selective import aurc, augrc, risk_coverage
 from ssvi.temperature import T_MAX, T_MIN, cross_fitted, fit_temperature, folds
 from ssvi.views import predictive_views
 
+sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
+from predictions import miscalibrated  # noqa: E402
+
 
 def _case(n=1000, c=10, seed=0, sharp=3.0):
-    """Continuous (tie-free) miscalibrated predictions: labels drawn from a tempered softmax."""
-    rng = np.random.default_rng(seed)
-    logits = rng.standard_normal((n, c)) * sharp
-    probs = np.exp(logits - logits.max(1, keepdims=True))
-    probs /= probs.sum(1, keepdims=True)
-    tempered = probs ** 0.5
-    tempered /= tempered.sum(1, keepdims=True)
-    labels = np.array([rng.choice(c, p=p) for p in tempered])
+    """Continuous (tie-free) miscalibrated predictions as tensors."""
+    probs, labels = miscalibrated(n, c, seed, sharp)
     return torch.from_numpy(probs), torch.from_numpy(labels)
 
 

@@ -59,29 +59,32 @@ def versus_ensembles(data: ClaimData, metric: str) -> list[dict]:
     return comparisons
 
 
-def _register(name: str, metric_label: str, metric: str) -> None:
-    @claim(f"B1-{name}", f"SSVI at density d is at least as good as the "
-           f"temperature-scaled deterministic sparse network at d on {metric_label}", every=True, fmt=".4g",
-           source=BENCHMARK)
-    def b1(data: ClaimData, params: dict):
-        definition = (f"For each dataset × arch × density d with SSVI and deterministic_sparse runs: {metric_label} of "
-                      "SSVI's posterior predictive − that of the deterministic sparse network after temperature "
-                      "scaling (two-fold cross-fitting on halves of the test set; accuracy is unchanged by it), "
-                      f"oriented so that > 0 = SSVI better, bound ≥ 0; {EVERY_RULE}.")
-        return versus_deterministic(data, metric), definition, None
-
-    @claim(f"B2-{name}", f"SSVI at density D is at least as good as an "
-           f"ensemble of M sparse runs at D / M (same active-weight budget) on {metric_label}", every=True, fmt=".4g",
-           source=BENCHMARK)
-    def b2(data: ClaimData, params: dict):
-        definition = (f"For each ensemble of the config's ensembles block (M runs of one sparse method at density D / M, "
-                      "disjoint seed groups, predictive = mean of the members' predictive probabilities) and SSVI at "
-                      f"D in the same dataset × arch: {metric_label} SSVI − ensemble, oriented so that > 0 = SSVI "
-                      f"better, bound ≥ 0; n = independent ensembles (seed groups); {EVERY_RULE}.")
-        return versus_ensembles(data, metric), definition, None
+QUESTIONS_ASKED = {  # question: (statement, comparisons, definition); {metric} = the metric's label
+    "B1": ("SSVI at density d is at least as good as the temperature-scaled deterministic sparse network at d on "
+           "{metric}", versus_deterministic,
+           "For each dataset × arch × density d with SSVI and deterministic_sparse runs: {metric} of SSVI's posterior "
+           "predictive − that of the deterministic sparse network after temperature scaling (two-fold "
+           "cross-fitting on halves of the test set; accuracy is unchanged by it), oriented so that > 0 = SSVI "
+           f"better, bound ≥ 0; {EVERY_RULE}."),
+    "B2": ("SSVI at density D is at least as good as an ensemble of M sparse runs at D / M (same active-weight "
+           "budget) on {metric}", versus_ensembles,
+           "For each ensemble of the config's ensembles block (M runs of one sparse method at density D / M, "
+           "disjoint seed groups, predictive = mean of the members' predictive probabilities) and SSVI at D in "
+           "the same dataset × arch: {metric} SSVI − ensemble, oriented so that > 0 = SSVI better, bound ≥ 0; "
+           f"n = independent ensembles (seed groups); {EVERY_RULE}."),
+}
 
 
-for _name, _metric in QUESTION_METRICS.items():
-    _register(_name, SHORT[_metric], _metric)
+def _register(question: str, name: str, metric: str) -> str:
+    statement, comparisons, definition = QUESTIONS_ASKED[question]
+    label = SHORT[metric]
 
-QUESTIONS = [f"{q}-{name}" for q in ("B1", "B2") for name in QUESTION_METRICS]
+    @claim(f"{question}-{name}", statement.format(metric=label), every=True, fmt=".4g", source=BENCHMARK)
+    def decide(data: ClaimData, params: dict):
+        return comparisons(data, metric), definition.format(metric=label), None
+
+    return f"{question}-{name}"
+
+
+QUESTIONS = [_register(question, name, metric) for question in QUESTIONS_ASKED
+             for name, metric in QUESTION_METRICS.items()]
