@@ -73,7 +73,7 @@ def draw(tables: Path):
         ax.set_title(f"{dataset} / {arch}\n{method}, d = {density:g} (n = {int(rows['n'].iloc[0])})", fontsize=8)
     fig.suptitle("Reliability diagrams at the main density: bars = the panel's method (test points of every seed "
                  "pooled), blue line = dense VI, dashed = perfect calibration;\nlower panels: test points per bin "
-                 "(bars: the method, outline: dense VI; log scale)", fontsize=9)
+                 f"(bars: the method, outline: dense VI; log scale); {common.seeds_text(data['n'])}", fontsize=9)
     height = 4.0 * rows_of_panels
     fig.subplots_adjust(top=1 - 1.0 / height, bottom=0.6 / height)
     return fig

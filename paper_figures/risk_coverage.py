@@ -47,8 +47,8 @@ def draw(tables: Path):
         ax.set_title(f"{dataset} / {arch} ({common.seeds_text(block['n'])})", fontsize=9)
         ax.grid(alpha=0.3)
     legend_rows = common.figure_legend(fig, axes, ncol=3)
-    fig.suptitle("Risk–coverage at the main density (mean ± std over seeds; dashed: dense VI; y linear below 1%, "
-                 "logarithmic above)", fontsize=10)
+    fig.suptitle(f"Risk–coverage at the main density (mean ± std over seeds, {common.seeds_text(data['n'])}; "
+                 "dashed: dense VI; y linear below 1%, logarithmic above)", fontsize=10)
     fig.tight_layout(rect=(0, 0.05 * legend_rows / max(1, len(axes) // 2) ** 0.5 + 0.02, 1, 1))
     return fig
 

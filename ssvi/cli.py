@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
     argv = [arg for arg in argv if arg != "--debug"]
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous = _catch_sigterm()
     try:
         return run_command(argv)
     except UserError as error:
@@ -144,7 +144,17 @@ def main(argv: list[str] | None = None) -> int:
                                                  "traceback is on stderr)".splitlines()[0])
         raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _catch_sigterm():
+    """SIGTERM raises Terminated (as SIGINT raises KeyboardInterrupt); None where signals cannot be caught
+    (main() called from another thread than the main one)."""
+    try:
+        return signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:
+        return None
 
 
 def _raise_terminated(signum, frame):

@@ -279,6 +279,8 @@ def _evaluate(run_dir: Path, data_dir, device, skip, threads, keep_probs) -> dic
                               **classification_metrics(probs, labels)})
     if not_evaluated:
         log.warning("not evaluated (skipped explicitly): %s", ", ".join(not_evaluated))
+    # the old ood_shift.json goes first: until the new one is written its record of eval_probs.pt would be stale
+    (run_dir / RESULT_FILE).unlink(missing_ok=True)
     files = {EVAL_PROBS: save_torch(run_dir / EVAL_PROBS, kept)} if keep_probs else {}
     if not keep_probs:
         (run_dir / EVAL_PROBS).unlink(missing_ok=True)

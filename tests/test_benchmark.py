@@ -167,6 +167,13 @@ def test_an_ensemble_is_the_mean_of_its_members_and_costs_their_sum(tmp_path):
     flops_of = [sum(members[s][1]["train_flops"] for s in group) for group in ([0, 1], [2, 3])]
     assert row["train_flops_mean"] == pytest.approx(np.mean(flops_of))
     assert row["test_flops_mean"] == pytest.approx(2 * members[0][1]["test_flops"])
+    # the members' metrics.json predate the views: they are recomputed from their stored predictions
+    runs_table = pd.read_csv(tmp_path / "tables" / "runs.csv")
+    member = runs_table[runs_table["run_dir"].str.endswith("ssvi/default/d0.05/seed0")].iloc[0]
+    assert member["views_source"] == "recomputed from predictions.pt"
+    assert member["ace"] == pytest.approx(classification_metrics(members[0][0]["predictive_probs"],
+                                                                 members[0][0]["labels"])["ace"])
+    assert (runs_table["views_source"] == "not available").any()  # runs without predictions.pt say so
     b2 = {c["claim"]: c for c in json.loads((tmp_path / "tables" / "claims.json").read_text())["claims"]}["B2-acc"]
     assert len(b2["numbers"]) == 1 and b2["numbers"][0]["baseline"] == "ssvi ×2 (d 0.05 each)"
     assert b2["numbers"][0]["n_b"] == 2 and b2["numbers"][0]["density"] == pytest.approx(0.1)

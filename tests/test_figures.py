@@ -25,7 +25,7 @@ from ssvi.report.build import aggregate as build_aggregate  # noqa: E402
 FIGURES_DIR = synth.REPO / "paper_figures"
 FIGURES = ["fig1_flops_vs_accuracy", "metrics_vs_density", "criteria_comparison", "robustness_heatmap",
            "iou_matrices", "ood_auroc_vs_density", "shift_accuracy_vs_severity", "schedule_ablation",
-           "robustness_sigma_lines"]
+           "robustness_sigma_lines", "reliability_diagrams", "risk_coverage"]
 EVAL_FIGURES = ["ood_auroc_vs_density", "shift_accuracy_vs_severity"]  # need ood_shift.json
 
 
@@ -40,7 +40,9 @@ def load_figure(name: str):
 def tables(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("figures")
     config = synth.make_config(tmp)
-    build_aggregate(config, tmp / "tables", synth.write_runs(config))
+    dirs = synth.write_runs(config)
+    synth.write_predictions(dirs)  # for the curves of the reliability and risk-coverage figures
+    build_aggregate(config, tmp / "tables", dirs)
     build_aggregate(config, tmp / "empty_tables", [])
     unevaluated = synth.make_config(tmp / "unevaluated")  # finished runs, no ssvi evaluate yet
     build_aggregate(unevaluated, tmp / "unevaluated_tables",

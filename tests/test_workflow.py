@@ -144,7 +144,7 @@ def test_paper_grid_dry_run_lists_every_run_once_with_posthoc_edges_and_verifies
 def test_skipped_evaluation_sets_are_neither_verified_nor_evaluated(tmp_path):
     config = {**load("paper.yaml"), "datasets": ["cifar10"], "archs": ["resnet18"], "seeds": [0],
               "methods": {"dense_vi": [1.0]}, "criteria_ablation": None, "robustness": None,
-              "schedule_ablation": None, "evaluation": {"skip": ["cifar10c", "svhn"]}}
+              "schedule_ablation": None, "ensembles": None, "evaluation": {"skip": ["cifar10c", "svhn"]}}
     result = snakemake("-n", "-p", "--configfile", str(write_config(tmp_path, config)))
     assert result.returncode == 0, result.stderr
     text = result.stdout + result.stderr
