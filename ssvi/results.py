@@ -23,7 +23,7 @@ from .metrics import METRIC_VARIANTS, OOD_METRIC_VARIANTS, classification_metric
 from .provenance import provenance
 from .rundir import FILES_KEY, FINAL_MODEL, LEGACY_MODEL, METRICS, PREDICTIONS, SUBSPACE_RECORDS, save_final
 from .sparse_lrt import route_choices
-from .views import CURVES_NOTE, curves, temperature_scaled
+from .views import CURVES_NOTE, predictive_views
 
 TOP_LEVEL_METRICS = ("acc", "nll", "ece", "ace", "ece_ssvi", "brier", "aurc", "augrc", "nll_floor_hits")
 
@@ -40,10 +40,9 @@ def evaluate_posterior(run) -> tuple[dict, dict]:
     predictive = sample_probs.mean(0)
     if not (torch.isfinite(predictive).all() and torch.isfinite(mean_probs).all()):
         raise diverged(cfg, "to weights whose predictions are non-finite")
-    metrics = classification_metrics(predictive, data.y_test)
-    metrics["mean_weight"] = classification_metrics(mean_probs, data.y_test)
-    metrics["temperature_scaled"] = temperature_scaled(predictive, data.y_test)
-    metrics["curves"] = curves(predictive, data.y_test)
+    views = predictive_views(predictive, data.y_test)
+    metrics = {**views["metrics"], "mean_weight": classification_metrics(mean_probs, data.y_test),
+               "temperature_scaled": views["temperature_scaled"], "curves": views["curves"]}
     predictions = {"labels": data.y_test, "predictive_probs": predictive, "mean_weight_probs": mean_probs,
                    "sample_probs": sample_probs.half()}
     return metrics, predictions

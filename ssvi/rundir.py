@@ -39,7 +39,7 @@ from pathlib import Path
 
 from .config import RunConfig, config_differences, describe_differences
 from .errors import UserError
-from .files import check_file, file_record, remove_stale_temporaries, save_torch, write_json
+from .files import check_file, remove_stale_temporaries, save_torch, write_json
 
 log = logging.getLogger("ssvi")
 
@@ -166,7 +166,6 @@ def resume_point(out: Path) -> str:
     return "the start (no checkpoint was written yet)"
 
 
-
 # --------------------------------------------------------------------------------------------
 # integrity of finished runs
 # --------------------------------------------------------------------------------------------
@@ -261,11 +260,6 @@ def check_finished(out: Path, full: bool = False) -> dict:
     if damage:
         raise DamagedRunError(damage[0], damage[1:])
     return read_metrics(out)
-
-
-def records_of(out: Path, names) -> dict[str, dict]:
-    """File records of existing files (read and hashed now)."""
-    return {name: file_record(out / name) for name in names}
 
 
 # --------------------------------------------------------------------------------------------

@@ -253,7 +253,7 @@ def _evaluate(run_dir: Path, data_dir, device, skip, threads, keep_probs) -> dic
     kept: dict = {"ood": {}, "shift": {}}
     scores = [s for s in SCORES if not (point and s == "neg_mutual_info")]  # a point estimate has no epistemic part
 
-    def scored(x: torch.Tensor) -> dict:
+    def scored(x: torch.Tensor) -> tuple[dict, dict]:  # (what eval_probs.pt keeps, the scores)
         sample_probs = samples(x)
         parts = {"probs": sample_probs.mean(0), "expected_entropy": expected_entropy(sample_probs).float()}
         return parts, {name: value for name, value in uncertainty_scores(sample_probs).items() if name in scores}

@@ -31,8 +31,8 @@ from pathlib import Path
 import yaml
 
 from .errors import UserError
-from .rundir import (CHECKPOINT, EVALUATION, LOG_FILE, METRICS, PROGRESS, RESOLVED_CONFIG, DamagedRunError,
-                     damaged_files, final_model_path, lock_holder, read_metrics)
+from .rundir import (CHECKPOINT, EVALUATION, FILES_KEY, LOG_FILE, METRICS, PROGRESS, RESOLVED_CONFIG,
+                     DamagedRunError, damaged_files, final_model_path, lock_holder, read_metrics)
 
 STATES = ("finished", "evaluating", "running", "failed", "stopped", "damaged", "stale", "not started")
 FAILING = ("failed", "damaged")
@@ -240,7 +240,7 @@ def verify_command(paths: list[str]) -> int:
     for damage in damaged:
         print(f"damaged: {damage.message()}")
     for d in unrecorded:
-        print(f"unverifiable: {d} was made before result files were recorded (no '{'files'}' in {METRICS})")
+        print(f"unverifiable: {d} was made before result files were recorded (no '{FILES_KEY}' in {METRICS})")
     print(f"verified {len(finished)} finished run(s) (SHA-256 of every recorded result file): "
           f"{len(damaged)} damaged file(s), {len(unrecorded)} run(s) without records")
     return 1 if damaged else 0
@@ -248,6 +248,6 @@ def verify_command(paths: list[str]) -> int:
 
 def _has_records(out: Path) -> bool:
     try:
-        return bool(read_metrics(out).get("files"))
+        return bool(read_metrics(out).get(FILES_KEY))
     except DamagedRunError:
         return True  # reported as damaged already
