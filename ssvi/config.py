@@ -107,14 +107,14 @@ class RunConfig:
     num_samples: int = opt(10, 'K posterior weight samples for the predictive (point-estimate methods: 1 forward)')
     eval_batch_size: int = opt(500, 'batch size of evaluation passes')
     # --- environment ------------------------------------------------------------------------------
-    data_dir: str = opt("data", 'directory holding the datasets (see README, Data)')
+    data_dir: str = opt("data", 'directory holding the datasets (see docs/running.md)')
     download: bool = opt(False, 'let torchvision download missing datasets (needs internet)')
     device: str = opt("auto", 'auto | cpu | cuda | cuda:N')
     threads: int | None = opt(None, "torch CPU threads of training and of every evaluation of the run "
                                     "(None = torch's default)")
     tensorboard: bool = opt(False, 'also write per-epoch scalars (loss, CE, KL, lr, test accuracy, density, '
                                    'seconds) as TensorBoard event files in <out>/tensorboard (needs tensorboard)')
-    # --- speed: the GPU fast path (README, Performance); all off = the plain path ------------------
+    # --- speed: the GPU fast path (docs/performance.md); all off = the plain path ------------------
     data_on_device: bool = opt(False, 'keep the training set on the training device and augment there '
                                       '(no host copy or synchronisation per batch; same batches)')
     channels_last: bool = opt(False, 'model and batches in channels-last memory format '

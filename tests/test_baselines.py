@@ -90,7 +90,7 @@ def test_static_sparse_and_an_explicit_minimum_of_zero_need_no_updates():
 
 
 def test_the_readme_hand_run_example_updates_its_subspace():
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "docs" / "running.md").read_text()
     command = re.search(r"python -m ssvi train --out runs/demo((?: --set \S+)+)", readme).group(1)
     cfg = RunConfig.from_dict({**dict(parse_override(s) for s in command.split(" --set ")[1:]), "threads": 1})
     assert cfg.method == "ssvi"
@@ -179,8 +179,8 @@ def test_training_flops_ordering(runs):
 
 
 def test_a_baseline_is_one_file_as_the_readme_shows(tmp_path):
-    """The README's worked example, copied from a temporary file, runs one epoch through the same entry point."""
-    readme = (REPO / "README.md").read_text()
+    """docs/adding-a-method.md's worked example, copied from a temporary file, runs one epoch through the same entry point."""
+    readme = (REPO / "docs" / "adding-a-method.md").read_text()
     example = re.search(r"```python\n# baselines/random_regrowth.py\n(.*?)```", readme, re.S).group(1)
     plugin_dir = tmp_path / "plugins"
     plugin_dir.mkdir()
