@@ -54,7 +54,8 @@ METRIC_VARIANTS: dict[str, str] = {
     "ece": f"top-label L1 ECE, {ECE_BINS} equal-width bins (Guo et al. 2017; torchmetrics "
            f"MulticlassCalibrationError's definition, norm='l1', computed in float64)",
     "ace": f"adaptive ECE: top-label L1 calibration error over {ECE_BINS} equal-mass bins of the test points sorted by "
-           "confidence (torch-uncertainty AdaptiveCalibrationError's definition, norm='l1', computed in float64)",
+           "confidence (torch-uncertainty AdaptiveCalibrationError's definition, norm='l1', computed in float64; tied "
+           "confidences count with their tie group's mean correctness, so the order of test points does not matter)",
     "ece_ssvi": "authors' ECE: uncertainty-calibration 0.1.4 get_calibration_error with its defaults (class-wise, "
                 "debiased, L2, 15 equal-mass bins), re-implemented in float64 and tested equal to the package",
     "aurc": "area under the risk-coverage curve: test points ranked by maximum probability (ties: their mean "
@@ -115,12 +116,18 @@ def _top_label(probs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def adaptive_ece(probs: Tensor, labels: Tensor, bins: int = ECE_BINS) -> float:
-    """Top-label L1 ECE over ``bins`` equal-mass groups of the points sorted by confidence (stable: ties keep
-    input order); group sizes differ by at most one, the larger first; empty groups (n < bins) are dropped."""
+    """Top-label L1 ECE over ``bins`` equal-mass groups of the points sorted by confidence; group sizes differ by
+    at most one, the larger first; empty groups (n < bins) are dropped. Points of equal confidence count with
+    their tie group's mean correctness, so a tie split by a group boundary gives the same value in any order of
+    the test points (without ties this is torch-uncertainty's AdaptiveCalibrationError)."""
     confidence, correct = _top_label(probs, labels)
     order = torch.sort(confidence, stable=True).indices
+    sorted_confidence = confidence[order]
+    _, tie_group, tie_size = torch.unique_consecutive(sorted_confidence, return_inverse=True, return_counts=True)
+    tie_hits = torch.zeros(len(tie_size), dtype=torch.float64).index_add_(0, tie_group, correct[order])
+    hits_sorted = (tie_hits / tie_size)[tie_group]
     total = 0.0
-    for conf, hits in zip(confidence[order].tensor_split(bins), correct[order].tensor_split(bins)):
+    for conf, hits in zip(sorted_confidence.tensor_split(bins), hits_sorted.tensor_split(bins)):
         if len(conf):
             total += float((hits.sum() - conf.sum()).abs())  # n_b |acc_b - conf_b|
     return total / len(confidence)

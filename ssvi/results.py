@@ -42,7 +42,8 @@ def evaluate_posterior(run) -> tuple[dict, dict]:
         raise diverged(cfg, "to weights whose predictions are non-finite")
     views = predictive_views(predictive, data.y_test)
     metrics = {**views["metrics"], "mean_weight": classification_metrics(mean_probs, data.y_test),
-               "temperature_scaled": views["temperature_scaled"], "curves": views["curves"]}
+               "temperature_scaled": views["temperature_scaled"], "curves": views["curves"],
+               "views_version": views["version"]}
     predictions = {"labels": data.y_test, "predictive_probs": predictive, "mean_weight_probs": mean_probs,
                    "sample_probs": sample_probs.half()}
     return metrics, predictions
@@ -77,9 +78,11 @@ def write_results(run, out: Path, metrics: dict, predictions: dict, kept_final_m
         "epochs": cfg.epochs, "steps": run.step,
         "mask_updates": len(method.records),  # subspace updates (ssvi) or pruning steps (gradual_pruning) made
         **{k: metrics[k] for k in TOP_LEVEL_METRICS},
+        # what a chance-level check of the accuracy needs (ssvi.report.runs.chance_p_value)
+        "test_size": int(predictions["labels"].shape[0]), "num_classes": int(predictions["predictive_probs"].shape[1]),
         "mean_weight": metrics["mean_weight"],
         "temperature_scaled": metrics["temperature_scaled"],
-        "curves": metrics["curves"],
+        "curves": metrics["curves"], "views_version": metrics["views_version"],
         **method.result_info(),
         "train_flops": method.initial_train_flops() + run.train_flops,
         "train_flops_this_run": run.train_flops,

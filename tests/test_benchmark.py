@@ -1,6 +1,6 @@
 """The benchmark against the cheap alternatives: post-hoc's BatchNorm repair, the deterministic sparse network
 (a point-estimate method), equal-budget ensembles from stored predictions, the benchmark's questions and
-C5-calibrated decided on constructed seed values, and the seeds-needed projection.
+C5-calibrated decided on constructed seed values.
 
     python -m pytest tests/test_benchmark.py -q
 """
@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from scipy import stats as scipy_stats
 
 from ssvi import flops
 from ssvi.batchnorm import reestimate_batchnorm
@@ -205,7 +204,10 @@ def per_run(rows: list[tuple]) -> pd.DataFrame:
         n = len(next(iter(metrics.values())))
         records += [{"dataset": "x", "arch": "a", "method": method, "density": density, "seed": i, "variant":
                      "ensemble" if "×" in method else "default", "ensemble_method": method.split(" ")[0]
-                     if "×" in method else "", **{m: v[i] for m, v in metrics.items()}} for i in range(n)]
+                     if "×" in method else "", "posterior": "point" if method == "deterministic_sparse" else "gaussian",
+                     "train_flops": 2.0 if "×" in method else 1.0, "train_time_s": 3.0 if "×" in method else 1.0,
+                     "num_samples": 8 if "×" in method else 4, **{m: v[i] for m, v in metrics.items()}}
+                    for i in range(n)]
     return pd.DataFrame(records)
 
 
@@ -215,30 +217,41 @@ def decide(name: str, main: pd.DataFrame) -> dict:
     return report_claims.REGISTRY[name](data, {})
 
 
-def test_b1_compares_ssvi_with_the_temperature_scaled_deterministic_network():
+def test_b1_compares_like_with_like_against_every_point_estimate():
     good, bad = [90.0, 91.0, 92.0], [80.0, 81.0, 82.0]
-    main = per_run([("ssvi", 0.1, {"acc_pct": good, "nll": [0.30, 0.31, 0.32], "ece": [0.02, 0.021, 0.022]}),
+    main = per_run([("ssvi", 0.1, {"acc_pct": good, "nll": [0.30, 0.31, 0.32], "t_nll": [0.40, 0.41, 0.42],
+                                   "ece": [0.02, 0.021, 0.022], "t_ece": [0.02, 0.021, 0.022]}),
                     ("deterministic_sparse", 0.1, {"acc_pct": bad, "nll": [0.1, 0.1, 0.1], "t_nll": [0.50, 0.52, 0.51],
                                                    "ece": [0.0, 0.0, 0.0], "t_ece": [0.05, 0.06, 0.055]})])
     assert decide("B1-acc", main)["verdict"] == columns.HOLDS
-    nll = decide("B1-NLL", main)
-    assert nll["verdict"] == columns.HOLDS  # against the T-scaled NLL 0.51, not the raw 0.1
-    assert nll["numbers"][0]["effect"] == pytest.approx(0.51 - 0.31)
-    assert decide("B1-ECE", main)["verdict"] == columns.HOLDS
+    raw, scaled = decide("B1-NLL", main), decide("B1-NLL-T", main)
+    assert raw["verdict"] == columns.FAILS and raw["numbers"][0]["effect"] == pytest.approx(0.1 - 0.31)  # raw vs raw
+    assert scaled["verdict"] == columns.HOLDS and scaled["numbers"][0]["effect"] == pytest.approx(0.51 - 0.41)
+    assert decide("B1-ECE-T", main)["verdict"] == columns.HOLDS
     worse = main.assign(acc_pct=[80.0, 81.0, 82.0, 90.0, 91.0, 92.0])
     assert decide("B1-acc", worse)["verdict"] == columns.FAILS
     assert decide("B1-acc", main.iloc[:3])["verdict"] == columns.NOT_ENOUGH
+    # any point-estimate method (posterior "point") is compared, e.g. one a user adds in baselines/
+    mine = main[main["method"] == "deterministic_sparse"].assign(method="my_point_net")
+    both = decide("B1-acc", pd.concat([main, mine], ignore_index=True))
+    assert [n["baseline"] for n in both["numbers"]] == ["deterministic_sparse", "my_point_net"] and both["k"] == 2
     assert report_claims.REGISTRY["B1-acc"](report_claims.ClaimData(main, *[main.iloc[0:0]] * 4), {})["source"] \
         == report_claims.BENCHMARK
 
 
-def test_b2_compares_ssvi_with_an_ensemble_at_the_same_budget():
-    main = per_run([("ssvi", 0.1, {"acc_pct": [90.0, 91.0, 92.0]}),
-                    ("ssvi ×2 (d 0.05 each)", 0.1, {"acc_pct": [88.0, 93.0]}),
-                    ("dense_vi ×2 (d 1 each)", 2.0, {"acc_pct": [99.0, 99.5]})])
-    claim = decide("B2-acc", main)
-    assert claim["verdict"] == columns.INCONCLUSIVE and len(claim["numbers"]) == 1  # dense ensembles: reference only
-    assert claim["numbers"][0]["n_b"] == 2 and claim["seeds_needed"] is not None and "per side" in claim["projection"]
+def test_b2_compares_ssvi_with_an_ensemble_and_names_what_is_not_equal():
+    main = per_run([("ssvi", 0.1, {"acc_pct": [90.0, 91.0, 92.0], "nll": [0.3, 0.31, 0.32]}),
+                    ("ssvi ×2 (d 0.05 each)", 0.1, {"acc_pct": [88.0, 93.0], "nll": [0.2, 0.4]}),
+                    ("dense_vi ×2 (d 1 each)", 2.0, {"acc_pct": [99.0, 99.5], "nll": [0.1, 0.1]})])
+    acc, nll = decide("B2-acc", main), decide("B2-NLL", main)
+    assert acc["verdict"] == columns.INCONCLUSIVE and len(acc["numbers"]) == 1  # dense ensembles: reference only
+    comparison = acc["numbers"][0]
+    assert comparison["test"] == stats.WELCH  # the ensembles' groups are not SSVI's seeds: never paired
+    assert (comparison["n_a"], comparison["n_b"]) == (3, 2) == (nll["numbers"][0]["n_a"], nll["numbers"][0]["n_b"])
+    assert "SSVI vs ssvi ×2" in comparison["what"]  # n in the phrase's order, whichever way the metric points
+    assert "equal: active weights" in comparison["note"] and "training FLOPs ×2.00" in comparison["note"]
+    assert "training time ×3.00" in comparison["note"] and "predictive samples 8 vs 4" in comparison["note"]
+    assert acc["planning_seeds"] is not None and "per side" in acc["planning"]
 
 
 def test_c5_calibrated_compares_the_temperature_scaled_metrics():
@@ -250,41 +263,3 @@ def test_c5_calibrated_compares_the_temperature_scaled_metrics():
     assert claim["verdict"] == columns.FAILS  # SSVI's raw advantage (NLL, ECE) is gone after scaling
     assert "raw advantages" in claim["numbers"][0]["note"] and "ECE" in claim["numbers"][0]["note"]
     assert "C5-calibrated" not in QUESTIONS and decide("C5-calibrated", main)["source"] == report_claims.PAPER
-
-
-# --------------------------------------------------------------------------------------------
-# the seeds-needed projection
-# --------------------------------------------------------------------------------------------
-
-def samples_with(mean: float, std: float, n: int) -> np.ndarray:
-    """n values with exactly this mean and sample std (ddof = 1)."""
-    pattern = np.linspace(-1.0, 1.0, n)
-    pattern = (pattern - pattern.mean()) / pattern.std(ddof=1)
-    return mean + std * pattern
-
-
-def decided_by_welch(effect: float, std_a: float, std_b: float, n: int, bound: float = 0.0) -> bool:
-    a, b = samples_with(effect, std_a, n), samples_with(0.0, std_b, n)
-    interval = scipy_stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
-    return interval.low > bound or interval.high < bound
-
-
-@pytest.mark.parametrize("effect, std_a, std_b, n", [(1.0, 2.0, 2.0, 3), (0.5, 1.0, 3.0, 2), (-2.0, 5.0, 1.0, 4),
-                                                     (0.3, 0.2, 0.2, 2)])
-def test_seeds_needed_is_the_smallest_n_at_which_welch_decides(effect, std_a, std_b, n):
-    a, b = samples_with(effect, std_a, n), samples_with(0.0, std_b, n)
-    assert stats.decide(stats.welch(a, b), at_least=0.0) == columns.INCONCLUSIVE
-    needed, text = stats.seeds_needed(a, b, bound=0.0)
-    assert text == f"{needed} per side"
-    assert decided_by_welch(effect, std_a, std_b, needed) and not decided_by_welch(effect, std_a, std_b, needed - 1)
-
-
-def test_seeds_needed_known_answer_and_the_cases_without_one():
-    # equal spreads s, effect delta: the smallest n with t(0.975, 2n - 2) * s * sqrt(2 / n) < delta;
-    # s = 1, delta = 1: n = 9 gives 2.120 * 0.4714 = 0.999 < 1, n = 8 gives 2.145 * 0.5 = 1.072
-    needed, _ = stats.seeds_needed(samples_with(1.0, 1.0, 3), samples_with(0.0, 1.0, 3), bound=0.0)
-    assert needed == 9
-    assert stats.seeds_needed([1.0], [0.0, 1.0], 0.0) == (None, "unknown: a side has n = 1 (no spread known)")
-    assert stats.seeds_needed([0.0, 2.0], [0.0, 2.0], 0.0) == (None, "none: the effect sits on the bound")
-    needed, _ = stats.seeds_needed(samples_with(1.0, 1.0, 5), samples_with(0.0, 1.0, 2), bound=0.0)
-    assert needed >= 5  # never fewer than a side already has

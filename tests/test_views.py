@@ -65,10 +65,11 @@ def test_adaptive_ece_hand_computed():
     assert adaptive_ece(*perfect) == 0.0 and adaptive_ece(*inverted) == pytest.approx(1.0)
 
 
-def test_adaptive_ece_ties_keep_input_order():
-    # four points tied at 0.7, two groups: stable sort keeps input order, so the groups are fixed
-    probs, labels = _two_class([0.7, 0.7, 0.7, 0.7], [True, True, False, False])
-    assert adaptive_ece(probs, labels, bins=2) == pytest.approx(0.5 * 0.3 + 0.5 * 0.7)
+def test_adaptive_ece_ties_count_with_their_group_mean():
+    # four points tied at 0.7, two groups: each group counts the tie group's mean correctness (0.5), whatever the order
+    for hits in ([True, True, False, False], [False, True, False, True], [False, False, True, True]):
+        probs, labels = _two_class([0.7, 0.7, 0.7, 0.7], hits)
+        assert adaptive_ece(probs, labels, bins=2) == pytest.approx(0.7 - 0.5)
 
 
 # --------------------------------------------------------------------------------------------
@@ -182,6 +183,7 @@ def test_predictive_views_record_every_view():
     probs, labels = _case(n=200, seed=9)
     views = predictive_views(probs, labels)
     assert {"ace", "aurc", "augrc"} <= set(views["metrics"])
-    assert set(views["temperature_scaled"]) == {"nll", "ece", "ace", "brier", "temperatures", "rule"}
+    assert set(views["temperature_scaled"]) == {"nll", "ece", "ace", "brier", "temperatures", "unfitted",
+                                                "at_limit", "rule"}
     assert views["temperature_scaled"]["nll"] < views["metrics"]["nll"]  # the miscalibrated case improves
     assert len(views["curves"]["risk_coverage"]["risk"]) == 50

@@ -53,7 +53,7 @@ HIGHER_IS_BETTER = {"acc_pct": True, "nll": False, "ece": False, "ece_ssvi": Fal
 
 # claim verdicts (ssvi.report.claims) and paper-comparison verdicts (ssvi.report.paper)
 HOLDS, FAILS, INCONCLUSIVE = "holds", "fails", "inconclusive"
-NOT_ENOUGH, NOT_EVALUATED = "not enough runs", "not evaluated"
+NOT_ENOUGH, NOT_EVALUATED, NOT_TESTED = "not enough runs", "not evaluated", "not tested"
 NOT_AVAILABLE = "not available"  # a view a run's files predate (caption: which runs, and how to get it)
 WITHIN, OUTSIDE, NOT_FILLED, NO_RUNS = "within tolerance", "outside tolerance", "paper value not filled", "no runs"
 
@@ -61,8 +61,9 @@ ECE_NOTE = ("ECE = top-label L1 ECE, 15 equal-width bins (Guo et al. 2017); ECE 
             "uncertainty-calibration get_calibration_error defaults (class-wise, debiased L2, 15 equal-mass bins)")
 FLOPS_NOTE = ("FLOPs are FLOPs (2 per multiply-add), not MACs; train FLOPs = whole training run (post-hoc "
               "includes its dense VI source), test FLOPs = one forward pass per image")
-STD_NOTE = ("mean ± std over seeds (std with ddof = 1; '—' when n = 1); CSV: <metric>_ci_low/_ci_high = 95% "
-            "t interval of the seed mean (scipy.stats.t, n − 1 degrees of freedom; empty when n = 1)")
+STD_NOTE = ("mean ± std [95% interval] over seeds (std with ddof = 1; '—' when n = 1): the interval is the Student-t "
+            "interval of the seed mean (n − 1 degrees of freedom) intersected with the metric's range, also in the "
+            "CSV as <metric>_ci_low/_ci_high (empty when n = 1); FLOPs are counts: no interval")
 TIME_NOTE = ("train time = measured training wall-clock of the run (metrics.json provenance.wall_time_s; "
              "post-hoc adds its dense VI source's), on the device named")
 OOD_NOTE = ("OOD scores, higher score = more in-distribution: max_prob = maximum softmax probability of the "

@@ -27,7 +27,8 @@ from ..metrics import classification_metrics, ood_metrics, scores_from_mixture
 from ..rundir import EVAL_PROBS, read_evaluation_file
 from ..views import predictive_views
 from .recorded import load_verified_torch, stored_predictive
-from .runs import EVAL_OOD_COLUMNS, EVAL_SHIFT_COLUMNS, RUN_COLUMNS, Evaluations, RunSet, grid, number, view_values
+from .runs import (EVAL_OOD_COLUMNS, EVAL_SHIFT_COLUMNS, RUN_COLUMNS, Evaluations, RunSet, chance_p_value, grid, number,
+                   view_values)
 from .select import ENSEMBLE
 
 log = logging.getLogger("aggregate")
@@ -93,7 +94,10 @@ def _ensemble_row(spec: dict, label: str, index: int, name: str, members: pd.Dat
                ("train_flops", "train_flops_this_run", "test_flops", "train_time_s", "train_time_this_run_s")},
             "num_samples": number(members["num_samples"].sum()), "actual_density": float(members["actual_density"].sum()),
             "device": "; ".join(dict.fromkeys(members["device"])), "stale": bool(members["stale"].any()),
-            "stale_reason": "; ".join(r for r in members["stale_reason"] if r)}
+            "stale_reason": "; ".join(r for r in members["stale_reason"] if r),
+            "run_name": name, "main_grid": True,
+            "chance_p": chance_p_value(metrics["acc"], first.get("test_size"), first.get("num_classes")),
+            "last_epoch_gain": float(members["last_epoch_gain"].max())}  # flagged when a member still improved
 
 
 def _ensemble_evaluation(name: str, dirs: list[str], run_set: RunSet):

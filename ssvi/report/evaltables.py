@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from .flags import CHANCE, NOT_CONVERGED
 from .columns import (CELL_KEYS, FORMATS, LABELS, METRICS, NOT_AVAILABLE, NOT_EVALUATED, OOD_METRICS, OOD_NOTE,
                       OOD_SCORES, SEVERITY_ALL)
 from .render import Table, caption, density_cell, n_cell, pm, pm_columns
@@ -22,17 +23,25 @@ from .select import main_cells, ranked, sort_cells
 from .stats import seed_stats
 
 
+RUN_IDENTITY = ["run_dir", "stale", "seed", "variant", "run_name", CHANCE, NOT_CONVERGED]  # carried per run
+
+
+def _identity(frame: pd.DataFrame) -> list[str]:
+    return [c for c in RUN_IDENTITY if c in frame]
+
+
 def _eval_cells(runs: pd.DataFrame, values: pd.DataFrame) -> pd.DataFrame:
-    """The main-table runs (method = label) joined with their per-run OOD or shift rows."""
+    """The main-table runs (method = label, with their identity and flags) joined with their per-run OOD or shift
+    rows."""
     cells = main_cells(runs)
     if cells.empty or values.empty:
-        return pd.DataFrame(columns=[*CELL_KEYS, "run_dir", "stale", *values.columns[1:]])
-    return cells[[*CELL_KEYS, "run_dir", "stale"]].merge(values, on="run_dir")
+        return pd.DataFrame(columns=[*CELL_KEYS, *_identity(cells), *values.columns[1:]])
+    return cells[[*CELL_KEYS, *_identity(cells)]].merge(values, on="run_dir")
 
 
 def _per_run_mean(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """Mean of METRICS per run and ``by`` (NaN if any averaged value is NaN, like ssvi/shift.py)."""
-    return frame.groupby([*CELL_KEYS, "run_dir", "stale", *by], sort=False)[METRICS].mean(skipna=False).reset_index()
+    return frame.groupby([*CELL_KEYS, *_identity(frame), *by], sort=False)[METRICS].mean(skipna=False).reset_index()
 
 
 def _skipped_cells(runs: pd.DataFrame, skipped: dict[str, list[str]], column: str) -> pd.DataFrame:
@@ -74,6 +83,9 @@ def ood_stats(runs: pd.DataFrame, evals: Evaluations, config: dict) -> pd.DataFr
         cells = ranked(ranked(cells, "score", OOD_SCORES), "ood_set", [])
     keys = [*CELL_KEYS, "ood_set", "score"]
     stats = seed_stats(cells, keys, OOD_METRICS)
+    if not cells.empty and CHANCE in cells:  # OOD scores of a run at chance level are degenerate
+        chance = cells.groupby(keys, sort=False, dropna=False)[CHANCE].sum().astype(int).rename("n_chance")
+        stats = stats.merge(chance.reset_index(), on=keys, how="left")
     skipped = _skipped_cells(runs, evals.ood_not_evaluated, "ood_set")
     scores = list(dict.fromkeys(evals.ood["score"])) or OOD_SCORES
     if not skipped.empty:
@@ -93,9 +105,12 @@ def ood_table(stats: pd.DataFrame, evals: Evaluations, runs: pd.DataFrame) -> Ta
             r = lookup.get((*cell, ood_set, score))
             ns += [] if r is None or not r["n"] else [(r["n"], r["n_stale"])]
             for m in OOD_METRICS:
+                degenerate = r is not None and r.get("n_chance", 0) > 0
                 row[f"{ood_set} / {score} {LABELS[m]}"] = (
                     "—" if r is None else NOT_EVALUATED if r["status"] == NOT_EVALUATED
-                    else NOT_AVAILABLE if pd.isna(r[f"{m}_mean"]) else pm(r[f"{m}_mean"], r[f"{m}_std"], FORMATS[m]))
+                    else NOT_AVAILABLE if pd.isna(r[f"{m}_mean"]) else
+                    pm(r[f"{m}_mean"], r[f"{m}_std"], FORMATS[m], r[f"{m}_ci_low"], r[f"{m}_ci_high"])
+                    + (" (degenerate)" if degenerate else ""))
         row["n (seeds)"] = _n_range(ns)
         rows.append(row)
     main_dirs = set(main_cells(runs)["run_dir"]) if not runs.empty else set()
@@ -107,7 +122,8 @@ def ood_table(stats: pd.DataFrame, evals: Evaluations, runs: pd.DataFrame) -> Ta
                        "no aupr_out; re-run ssvi evaluate on them)" if unrecorded else "")
     text = ("OOD detection (ood_shift.json of ssvi evaluate), default recipe, final-epoch model, posterior "
             "predictive (ensembles: from their members' eval_probs.pt), in-distribution test set vs each OOD set; "
-            f"post-hoc rows labelled with their fine-tune epochs; values per run, then over seeds. {OOD_NOTE}"
+            f"post-hoc rows labelled with their fine-tune epochs; values per run, then over seeds; '(degenerate)': "
+            f"the cell has runs at chance level, whose scores rank noise (CSV: n_chance). {OOD_NOTE}"
             + "".join(f". {note}" for note in (skipped_note, unrecorded_note) if note))
     evaluated = stats["n"][stats["n"] > 0]
     return Table("ood", stats, pd.DataFrame(rows, columns=columns), caption(text, evaluated),

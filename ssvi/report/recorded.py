@@ -15,6 +15,7 @@ from ..rundir import FILES_KEY, PREDICTIONS, Damage, DamagedRunError, repair_adv
 from ..files import read_verified
 
 RECORDED, RECOMPUTED, NOT_AVAILABLE_SOURCE = "recorded", f"recomputed from {PREDICTIONS}", "not available"
+RECORDED_OLDER = "recorded by older rules (no predictions.pt to recompute them)"
 
 
 def load_verified_torch(run_dir: Path, name: str, metrics: dict | None):
@@ -37,11 +38,16 @@ def stored_predictive(run_dir: Path, metrics: dict):
 
 
 def run_views(run_dir: Path, metrics: dict) -> tuple[dict | None, str]:
-    """({"metrics": {ace, aurc, augrc}, "temperature_scaled": {...}, "curves": {...}}, source)."""
-    if all(k in metrics for k in ("ace", "aurc", "augrc", "temperature_scaled", "curves")):
+    """({"metrics": {ace, aurc, augrc}, "temperature_scaled": {...}, "curves": {...}}, source). Views recorded by an
+    older version of their rules (ssvi.views.VIEWS_VERSION) are recomputed from predictions.pt where it exists."""
+    from ..views import VIEWS_VERSION, predictive_views
+    recorded = all(k in metrics for k in ("ace", "aurc", "augrc", "temperature_scaled", "curves"))
+    current = metrics.get("views_version") == VIEWS_VERSION
+    has_predictions = (Path(run_dir) / PREDICTIONS).is_file()
+    if recorded and (current or not has_predictions):
         return {"metrics": {k: metrics[k] for k in ("ace", "aurc", "augrc")},
-                "temperature_scaled": metrics["temperature_scaled"], "curves": metrics["curves"]}, RECORDED
-    if not (Path(run_dir) / PREDICTIONS).is_file():
+                "temperature_scaled": metrics["temperature_scaled"], "curves": metrics["curves"]}, \
+            RECORDED if current else RECORDED_OLDER
+    if not has_predictions:
         return None, NOT_AVAILABLE_SOURCE
-    from ..views import predictive_views
     return predictive_views(*stored_predictive(run_dir, metrics)), RECOMPUTED

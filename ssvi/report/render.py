@@ -8,12 +8,14 @@ captions the table builders use.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from .columns import ECE_NOTE, FLOPS_NOTE, FORMATS, LABELS, STD_NOTE
+from .stats import EXACT_METRICS
 
 
 @dataclass
@@ -26,16 +28,21 @@ class Table:
     prune_blocks: bool = False                       # Markdown: drop a block's columns that are all "—"
 
 
-def pm(mean, std, fmt: str) -> str:
-    """'mean ± std'; '—' for a missing std (n = 1) or mean."""
+def pm(mean, std, fmt: str, low=None, high=None) -> str:
+    """'mean ± std [low, high]' (the interval when given); '—' for a missing std (n = 1) or mean."""
     if pd.isna(mean):
         return "—"
-    return f"{mean:{fmt}} ± {'—' if pd.isna(std) else format(std, fmt)}"
+    interval = "" if low is None or pd.isna(low) else f" [{low:{fmt}}, {high:{fmt}}]"
+    return f"{mean:{fmt}} ± {'—' if pd.isna(std) else format(std, fmt)}{interval}"
 
 
 def pm_columns(stats: pd.DataFrame, metrics: list[str]) -> dict[str, list[str]]:
-    return {LABELS[m]: [pm(a, b, FORMATS[m]) for a, b in zip(stats[f"{m}_mean"], stats[f"{m}_std"])]
-            for m in metrics}
+    """Per metric the 'mean ± std [95% interval]' cells of a seed_stats frame (counts such as FLOPs: no interval)."""
+    def cells(m):
+        lows = stats[f"{m}_ci_low"] if f"{m}_ci_low" in stats and m not in EXACT_METRICS else [None] * len(stats)
+        highs = stats[f"{m}_ci_high"] if f"{m}_ci_high" in stats and m not in EXACT_METRICS else [None] * len(stats)
+        return [pm(a, b, FORMATS[m], lo, hi) for a, b, lo, hi in zip(stats[f"{m}_mean"], stats[f"{m}_std"], lows, highs)]
+    return {LABELS[m]: cells(m) for m in metrics}
 
 
 def n_cell(n, n_stale=0) -> str:
@@ -51,18 +58,19 @@ def density_cell(density) -> str:
     return f"{density:g}"
 
 
-def seeds_note(ns, unit: str = "seed") -> str:
+def seeds_note(ns, unit: str = "seed", n_column: bool = True) -> str:
     ns = [int(n) for n in ns if not pd.isna(n)]
     if not ns:
         return "no runs"
     low, high = min(ns), max(ns)
     return f"n = {low} {unit}{'s' if low > 1 else ''} per cell" if low == high else \
-        f"n = {low}–{high} {unit}s per cell (column n)"
+        f"n = {low}–{high} {unit}s per cell" + (" (column n)" if n_column else "")
 
 
-def caption(text: str, ns, spread: str = STD_NOTE, unit: str = "seed") -> str:
-    """Table caption: what it shows, how cells are summarised, n, the ECE variants and the FLOPs unit."""
-    return f"{text}. {spread}; {seeds_note(ns, unit)}. {ECE_NOTE}. {FLOPS_NOTE}."
+def caption(text: str, ns, spread: str = STD_NOTE, unit: str = "seed", n_column: bool = True) -> str:
+    """Table caption: what it shows, how cells are summarised, n (``n_column``: the table has an n column), the ECE
+    variants and the FLOPs unit."""
+    return f"{text}. {spread}; {seeds_note(ns, unit, n_column)}. {ECE_NOTE}. {FLOPS_NOTE}."
 
 
 TEX_SUBSTITUTIONS = {"±": r"$\pm$", "×": r"$\times$", "÷": r"$\div$", "−": "$-$", "—": "---", "–": "--",
@@ -109,9 +117,28 @@ def to_markdown(table: Table) -> str:
     return "\n".join(parts)
 
 
+def strict_json(value):
+    """``value`` with every non-finite float (inf, NaN) replaced by None: JSON has no such numbers (a strict parser
+    refuses Python's Infinity / NaN); each record says why a number is missing (e.g. not_tested_because)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # numpy scalars
+        return strict_json(value.item())
+    return value
+
+
+def finite_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with ±inf as missing: a CSV cell is a number or empty."""
+    return frame.replace([math.inf, -math.inf], math.nan)
+
+
 def write_table(table: Table, out: Path) -> list[Path]:
     paths = [Path(out) / f"{table.name}.{ext}" for ext in ("csv", "md", "tex")]
-    table.data.to_csv(paths[0], index=False)
+    finite_frame(table.data).to_csv(paths[0], index=False)
     paths[1].write_text(to_markdown(table))
     paths[2].write_text(to_latex(table))
     return paths

@@ -25,7 +25,8 @@ import pandas as pd
 from ..errors import UserError
 from ..rundir import check_finished, read_evaluation_file
 from .columns import METRICS, OOD_METRICS, TEMPERATURE, VIEWS
-from .recorded import run_views
+from ..rundir import PREDICTIONS
+from .recorded import run_views, stored_predictive
 
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO / "workflow" / "scripts") not in sys.path:
@@ -94,7 +95,29 @@ def view_values(views: dict | None) -> dict:
     temperatures = scaled.get("temperatures") or []
     return {**{k: number(metrics.get(k)) for k in VIEWS},
             **{f"t_{k}": number(scaled.get(k)) for k in ("nll", "ece", "ace", "brier")},
-            TEMPERATURE: sum(temperatures) / len(temperatures) if temperatures else float("nan")}
+            TEMPERATURE: sum(temperatures) / len(temperatures) if temperatures else float("nan"),
+            "t_unfitted": int(scaled.get("unfitted", 0)), "t_at_limit": bool(scaled.get("at_limit", False))}
+
+
+def chance_p_value(acc: float, test_size, num_classes) -> float:
+    """One-sided exact binomial p-value of the accuracy against guessing one of ``num_classes`` classes at random
+    (large: the run cannot be told from chance); NaN when the test size or the class count is unknown."""
+    if not test_size or not num_classes or acc != acc:
+        return float("nan")
+    from scipy.stats import binom
+    return float(binom.sf(round(acc * test_size) - 1, int(test_size), 1.0 / int(num_classes)))
+
+
+def last_epoch_gain(history) -> float:
+    """Test accuracy of the last epoch minus that of the one before, in points (NaN with fewer than 2 epochs)."""
+    accs = [h.get("test_acc") for h in history or [] if isinstance(h, dict) and h.get("test_acc") is not None]
+    return 100 * (accs[-1] - accs[-2]) if len(accs) >= 2 else float("nan")
+
+
+def test_size_of(m: dict, views: dict | None):
+    """The test set's size: recorded, or the reliability curve's counts of a run made before it was recorded."""
+    counts = ((views or {}).get("curves") or {}).get("reliability", {}).get("count")
+    return m.get("test_size") or (int(sum(counts)) if counts else None)
 
 
 def run_row(run_dir: Path, m: dict, defaults: dict, views: dict | None = None, views_source: str = "") -> dict:
@@ -125,6 +148,10 @@ def run_row(run_dir: Path, m: dict, defaults: dict, views: dict | None = None, v
         "device": provenance.get("device") or "unknown",
         "num_samples": m.get("eval", {}).get("num_samples"), "width": m.get("width"),
         "stale": False, "stale_reason": "",
+        "run_name": grid.grid_path(run_dir) or str(run_dir), "main_grid": True,
+        "test_size": test_size_of(m, views), "num_classes": m.get("num_classes"),
+        "chance_p": chance_p_value(number(m.get("acc")), test_size_of(m, views), m.get("num_classes")),
+        "last_epoch_gain": last_epoch_gain(m.get("history")),
     }
 
 
@@ -180,6 +207,7 @@ def load_runs(config: dict, run_dirs=None, allow_missing: bool = False, allow_st
     for d in missing:
         log.warning("skipping unfinished run %s (no %s)", d, METRICS_FILE)
     expected = expected_configs(config)
+    main_grid = grid.main_paths(config)
     rows, stale, curves, recorded = [], {}, {}, {}
     for d in dirs:
         if d in missing:
@@ -187,6 +215,11 @@ def load_runs(config: dict, run_dirs=None, allow_missing: bool = False, allow_st
         metrics = check_finished(d)  # every recorded result file whole (sizes), or one error naming the file
         views, source = run_views(d, metrics)
         row = run_row(d, metrics, defaults, views, source)
+        if row["num_classes"] is None and (d / PREDICTIONS).is_file():  # a run made before it was recorded
+            row["num_classes"] = int(stored_predictive(d, metrics)[0].shape[1])
+            row["chance_p"] = chance_p_value(row["acc_pct"] / 100, row["test_size"], row["num_classes"])
+        # main cells use the main seeds only: a run that is only an ensemble member's extra seed serves its ensemble
+        row["main_grid"] = grid.grid_path(d) is None or grid.grid_path(d) in main_grid
         curves[str(d)], recorded[str(d)] = (views or {}).get("curves"), metrics
         reason = grid.staleness(d, metrics.get("config", {}), expected)
         if reason:

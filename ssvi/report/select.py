@@ -56,9 +56,12 @@ ENSEMBLE = "ensemble"  # the variant of the report layer's ensemble rows (ssvi.r
 
 
 def main_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """The default recipe of every method (and the post-hoc fine-tune variants, and the ensembles)."""
+    """The default recipe of every method at the config's densities and main seeds (and the post-hoc fine-tune
+    variants, and the ensembles); runs that only serve as ensemble members (extra seeds, other densities) are left
+    out (column main_grid, ssvi.report.runs)."""
     posthoc_ft = (runs["method"] == "posthoc") & runs["variant"].str.startswith("ft")
-    return runs[(runs["variant"] == grid.DEFAULT) | posthoc_ft | (runs["variant"] == ENSEMBLE)]
+    in_grid = runs["main_grid"].fillna(True).astype(bool) if "main_grid" in runs else True
+    return runs[((runs["variant"] == grid.DEFAULT) | posthoc_ft | (runs["variant"] == ENSEMBLE)) & in_grid]
 
 
 def main_cells(runs: pd.DataFrame) -> pd.DataFrame:
@@ -71,11 +74,18 @@ def _study(runs: pd.DataFrame, study: dict | None, method: str = "ssvi") -> pd.S
             & runs["density"].map(lambda d: close(d, study["density"])))
 
 
+def _study_seeds(runs: pd.DataFrame, config: dict, study: dict) -> pd.Series:
+    """The study's own seeds: its default-recipe cell is a main-grid run that may have more seeds, which would
+    unbalance (and unpair) the study's comparisons."""
+    return runs["seed"].isin(grid.study_seeds(config, study))
+
+
 def ablation_runs(runs: pd.DataFrame, config: dict) -> pd.DataFrame:
     ab = config.get("criteria_ablation")
     if not ab or runs.empty:
         return runs.iloc[0:0]
-    return runs[_study(runs, ab) & ((runs["variant"] == grid.DEFAULT) | runs["variant"].str.startswith("crit-"))]
+    return runs[_study(runs, ab) & _study_seeds(runs, config, ab)
+                & ((runs["variant"] == grid.DEFAULT) | runs["variant"].str.startswith("crit-"))]
 
 
 def robustness_runs(runs: pd.DataFrame, config: dict) -> pd.DataFrame:
@@ -84,7 +94,8 @@ def robustness_runs(runs: pd.DataFrame, config: dict) -> pd.DataFrame:
         return runs.iloc[0:0]
     density_ok = runs.apply(lambda r: close(r["density"], 1.0 if r["method"] == "dense_vi" else rb["density"]), axis=1)
     keep = ((runs["dataset"] == rb["dataset"]) & (runs["arch"] == rb["arch"]) & runs["method"].isin(rb["methods"])
-            & density_ok & in_values(runs["sigma_init"], rb["sigma_init"]) & in_values(runs["kl_scale"], rb["kl_scale"])
+            & density_ok & _study_seeds(runs, config, rb) & in_values(runs["sigma_init"], rb["sigma_init"])
+            & in_values(runs["kl_scale"], rb["kl_scale"])
             & ((runs["variant"] == grid.DEFAULT) | runs["variant"].str.match(r"sigma.*-kl")))
     return runs[keep]
 
@@ -93,6 +104,7 @@ def schedule_runs(runs: pd.DataFrame, config: dict) -> pd.DataFrame:
     sa = config.get("schedule_ablation")
     if not sa or runs.empty:
         return runs.iloc[0:0]
-    keep = (_study(runs, sa) & in_values(runs["delta_t"], sa["delta_t"]) & in_values(runs["alpha"], sa["alpha"])
+    keep = (_study(runs, sa) & _study_seeds(runs, config, sa) & in_values(runs["delta_t"], sa["delta_t"])
+            & in_values(runs["alpha"], sa["alpha"])
             & ((runs["variant"] == grid.DEFAULT) | runs["variant"].str.match(r"dt\d+-a")))
     return runs[keep]

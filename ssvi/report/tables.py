@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ..temperature import MIN_FIT_ERRORS, T_MAX, T_MIN
 from ..temperature import RULE as TEMPERATURE_RULE
 from .columns import (CALIBRATED, CELL_KEYS, FLOPS, FORMATS, LABELS, MAIN_METRICS, METRICS, NOT_AVAILABLE, TEMPERATURE,
                       TIME, TIME_NOTE, VIEWS, VIEWS_NOTE)
+from .flags import CHANCE, NOT_CONVERGED, flag_cell, rule as flag_rule
 from .paper import add_paper_columns
 from .render import Table, caption, density_cell, n_cells, pm, pm_columns
 from .runs import grid
 from .select import ablation_runs, main_cells, robustness_runs, schedule_runs, sort_cells
-from .stats import seed_stats
+from .stats import EXACT_METRICS, seed_stats
 
 
 def devices(runs: pd.DataFrame, keys: list[str]) -> pd.Series:
@@ -39,6 +41,15 @@ def main_stats(runs: pd.DataFrame, config: dict) -> pd.DataFrame:
     stats = sort_cells(seed_stats(cells, CELL_KEYS, MAIN_METRICS + CALIBRATED + [TEMPERATURE] + FLOPS + TIME), config)
     where = stats[CELL_KEYS].apply(tuple, axis=1)
     stats["device"] = where.map(devices(cells, CELL_KEYS).to_dict()) if not cells.empty else []
+    for flag, column in ((CHANCE, "n_chance"), (NOT_CONVERGED, "n_not_converged")):
+        counts = cells.groupby(CELL_KEYS, sort=False)[flag].sum().to_dict() if flag in cells and not cells.empty else {}
+        stats[column] = where.map(counts).fillna(0).astype(int) if len(stats) else []
+    for flag, column in (("t_unfitted", "n_t_unfitted"), ("t_at_limit", "n_t_at_limit")):
+        counts = cells.groupby(CELL_KEYS, sort=False)[flag].apply(lambda v: int((v > 0).sum())).to_dict() \
+            if flag in cells and not cells.empty else {}
+        stats[column] = where.map(counts).fillna(0).astype(int) if len(stats) else []
+    samples = cells.groupby(CELL_KEYS, sort=False)["num_samples"].mean().to_dict() if "num_samples" in cells else {}
+    stats["num_samples"] = where.map(samples) if len(stats) else []
     known = cells.assign(known=cells["views_source"] != NOT_AVAILABLE) if not cells.empty else cells
     stats["n_views"] = (where.map(known.groupby(CELL_KEYS, sort=False)["known"].sum().to_dict()).fillna(0).astype(int)
                         if not cells.empty else [])
@@ -75,7 +86,7 @@ def views_caption(stats: pd.DataFrame) -> str:
                                  "metrics.json and re-run)" if missing else ""))
 
 
-def main_table(stats: pd.DataFrame, comparison: pd.DataFrame) -> Table:
+def main_table(stats: pd.DataFrame, comparison: pd.DataFrame, config: dict) -> Table:
     """``comparison``: ssvi.report.paper.paper_comparison, for the paper columns."""
     data, display = stats.copy(), stats[CELL_KEYS].copy()
     display["density"] = display["density"].map(density_cell)
@@ -87,25 +98,28 @@ def main_table(stats: pd.DataFrame, comparison: pd.DataFrame) -> Table:
     display[LABELS["train_time_s"]] = cells[LABELS["train_time_s"]]
     display["time: dense VI ÷ this"] = stats["train_time_ratio_vs_dense_vi"].map(ratio_cell)
     display[LABELS["test_flops"]] = cells[LABELS["test_flops"]]
+    display["samples (K)"] = stats["num_samples"].map(lambda k: "—" if pd.isna(k) else f"{k:g}")
     if stats["device"].nunique() > 1:
         display["device"] = stats["device"]
     display["n (seeds)"] = n_cells(stats)
+    display["flags"] = [flag_cell(a, b) for a, b in zip(stats["n_chance"], stats["n_not_converged"])]
     add_paper_columns(data, display, comparison)
     text = ("Main results (the paper's Table 1 layout), default recipe, final-epoch model, posterior predictive "
             "(deterministic_sparse: its one forward pass, raw; ensembles 'M ×': mean of M runs' predictive "
             "probabilities, density = the members' summed density, FLOPs and time = the members' sums, n = "
-            "independent ensembles); post-hoc rows labelled with their fine-tune epochs (BatchNorm statistics "
+            "independent ensembles; an ensemble matches one run's active weights only: its training FLOPs, time and "
+            "posterior samples K per prediction are the members' sums); post-hoc rows labelled with their fine-tune epochs (BatchNorm statistics "
             "re-estimated after pruning: one epoch of training batches in the LRT forward mode, no gradient step); "
             "'dense VI ÷ this' = ratio of the seed means of dense VI (same dataset and arch) to this row: "
             f"training-FLOPs reduction and training-time reduction; {TIME_NOTE}; {device_caption(stats)}"
-            f"{views_caption(stats)}; 'paper' columns: values of the expected-values file (ours − paper, verdict "
+            f"{views_caption(stats)}; {flag_rule(config)} (column flags: runs of the cell); 'paper' columns: values of the expected-values file (ours − paper, verdict "
             "within/outside tolerance)")
     return Table("main", data, display, caption(text, stats["n"]), blocks=["dataset", "arch"])
 
 
 def calibrated_table(stats: pd.DataFrame) -> Table:
     """NLL, ECE, adaptive ECE and Brier before and after temperature scaling, and the fitted temperature."""
-    data = stats[[*CELL_KEYS, "n", "n_stale", "n_views",
+    data = stats[[*CELL_KEYS, "n", "n_stale", "n_views", "n_t_at_limit", "n_t_unfitted",
                   *[f"{m}_{s}" for m in ("nll", "ece", "ace", "brier", *CALIBRATED, TEMPERATURE)
                     for s in ("mean", "std", "ci_low", "ci_high")]]].copy()
     display = stats[CELL_KEYS].copy()
@@ -117,9 +131,15 @@ def calibrated_table(stats: pd.DataFrame) -> Table:
         display[LABELS[f"t_{metric}"]] = scaled[LABELS[f"t_{metric}"]]
     display[LABELS[TEMPERATURE]] = scaled[LABELS[TEMPERATURE]]
     display["n (seeds)"] = n_cells(stats)
+    display["temperature flags"] = [", ".join(p for p in (f"{a} at the search limit" if a else "",
+                                                          f"{u} with a half too accurate to fit" if u else "") if p)
+                                    for a, u in zip(stats["n_t_at_limit"], stats["n_t_unfitted"])]
     text = (f"Calibration after temperature scaling, every main-table row: {TEMPERATURE_RULE}; 'T-scaled' columns "
             "score each test point with the temperature fitted on the other half; T (fitted) = per run the mean of "
-            f"its two temperatures (>1 softens, <1 sharpens); accuracy is unchanged by it{views_caption(stats)}")
+            f"its two temperatures (>1 softens, <1 sharpens); accuracy is unchanged by it; temperature flags: runs whose "
+            f"fitted T sits at an end of the search range [{T_MIN:g}, {T_MAX:g}] (the best T may lie beyond it) and "
+            f"runs with a half of fewer than {MIN_FIT_ERRORS} errors (no temperature fitted there: T = 1)"
+            f"{views_caption(stats)}")
     return Table("calibrated", data, display, caption(text, stats["n"]), blocks=["dataset", "arch"])
 
 
@@ -133,7 +153,9 @@ def density_sweep_table(stats: pd.DataFrame) -> Table:
     display = data[["dataset", "arch", "method"]].copy()
     display["density"] = data["density"].map(density_cell)
     display["metric"] = data["metric"].map(LABELS)
-    display["value"] = [pm(a, b, FORMATS[m]) for a, b, m in zip(data["mean"], data["std"], data["metric"])]
+    display["value"] = [pm(a, b, FORMATS[m], *((lo, hi) if m not in EXACT_METRICS else (None, None)))
+                        for a, b, m, lo, hi in zip(data["mean"], data["std"], data["metric"], data["ci_low"],
+                                                   data["ci_high"])]
     display["n"] = n_cells(data)
     text = (f"Density sweep (long format): every metric of every method and density, default recipe "
             f"(T-scaled: after temperature scaling, {TEMPERATURE_RULE}); {TIME_NOTE}; {device_caption(stats)}"
@@ -189,7 +211,8 @@ def robustness_tables(runs: pd.DataFrame, config: dict) -> list[Table]:
     text = ("Robustness spread per method: min, max, max − min and std (ddof = 1) of the per-cell mean accuracy "
             "over the σ-init × KL-scale grid")
     return [grid_table, Table("robustness_spread", spread, sdisplay,
-                              caption(text, stats["n"], "cells are seed means (std over seeds: table robustness)"))]
+                              caption(text, stats["n"], "cells are seed means (std over seeds: table robustness)",
+                                      n_column=False))]
 
 
 def robustness_spread(stats: pd.DataFrame) -> pd.DataFrame:

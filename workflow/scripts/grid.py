@@ -83,6 +83,11 @@ def _main_runs(config: dict) -> list[RunSpec]:
             for run in _runs_of(config, dataset, arch, method, density, seed)]
 
 
+def main_paths(config: dict) -> set[str]:
+    """Run paths of the main comparison (methods x densities x main seeds; not ensemble members' extra seeds)."""
+    return {run.path for run in _main_runs(config)}
+
+
 def _criteria_runs(config: dict, defaults: dict) -> list[RunSpec]:
     study = config.get("criteria_ablation")
     if not study:
