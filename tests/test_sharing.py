@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -71,6 +70,7 @@ def wait_for(path: Path, process: subprocess.Popen, seconds: float) -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.slow
 def test_a_second_instance_on_a_results_directory_in_use_is_refused_naming_the_holder(tmp_path):
     results = tmp_path / "shared_results"
     config = {"seeds": [0], "ensembles": None}
@@ -111,6 +111,7 @@ def test_a_second_instance_on_a_results_directory_in_use_is_refused_naming_the_h
     assert again.returncode == 0, again.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_a_copied_results_directory_gives_the_same_tables_ensembles_included(tmp_path):
     results = tmp_path / "results"
     tables = ["main.csv"]
