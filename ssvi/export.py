@@ -386,16 +386,17 @@ def _read_legacy(run: Path, source: Path) -> dict:
     """A legacy run's dense ``model.pt`` ({"config", "model"}), checked against its records first; a damaged or
     foreign file is one error naming it."""
     from .errors import UserError
-    from .rundir import Damage, DamagedRunError, check_final_model, repair_advice
+    from .rundir import METRICS, Damage, DamagedRunError, check_final_model, repair_advice
     check_final_model(run, source)
     try:
         checkpoint = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated zip, garbage bytes, pickled classes, ...
-        reason = (str(error).splitlines() or [type(error).__name__])[0]
-        raise DamagedRunError(Damage(source, f"not a torch file of plain data: {reason}",
-                                     repair_advice(run, source.name))) from None
+        reason = f"not a torch file of plain data: {(str(error).split('. ') or [type(error).__name__])[0]}"
+        if not (run / METRICS).exists():  # no run of ours recorded it: some other tool's file
+            raise UserError(f"{source} is not the final model of an ssvi run ({reason})") from None
+        raise DamagedRunError(Damage(source, reason, repair_advice(run, source.name))) from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
-        raise UserError(f"{source} holds no 'model' state dict: not the final model of an ssvi run")
+        raise UserError(f"{source} is not the final model of an ssvi run (it holds no 'model' state dict)")
     return checkpoint
 
 

@@ -485,6 +485,7 @@ def test_the_aggregation_on_a_full_or_read_only_file_system_is_one_line(run, cap
             assert len(errors) == 1 and "Traceback" not in errors[0], errors
             if fault == "full":
                 assert errors[0].startswith("aggregate: error: no space left on the file system mounted at "), errors
+                assert errors[0].endswith("; free space and re-run: the aggregation writes every table again")
             else:
                 assert errors[0].startswith(f"aggregate: error: cannot write {tables}/"), errors
                 assert sorted(p.name for p in tables.iterdir()) == sorted(p.name for p in first.iterdir())

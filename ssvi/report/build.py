@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..files import make_directory, write_json, write_text
+from ..files import DiskFullError, make_directory, write_json, write_text
 from .benchmark import QUESTIONS
 from .claims import BENCHMARK, ORDER, ClaimData, evaluate_claims, interval_text
 from .columns import INCONCLUSIVE
@@ -129,11 +129,14 @@ def aggregate(config: dict, out, run_dirs=None, expected=DEFAULT_EXPECTED, allow
         if not ensemble_evals.shift.empty else evals.shift
     tables, claims = build_tables(runs, config, expected, evals, run_set.curves)
     with_notes(tables, run_set, ensemble_notes)
-    write_text(out / "runs.csv", runs.to_csv(index=False))
-    for table in tables:
-        write_table(table, out)
-    write_json(out / "claims.json", {"n_runs": len(runs), "config": config.get("claims", {}),
-                                     "missing_runs": run_set.missing, "stale_runs": run_set.stale,
-                                     "ensembles_left_out": ensemble_notes, "claims": claims})
+    try:
+        write_text(out / "runs.csv", runs.to_csv(index=False))
+        for table in tables:
+            write_table(table, out)
+        write_json(out / "claims.json", {"n_runs": len(runs), "config": config.get("claims", {}),
+                                         "missing_runs": run_set.missing, "stale_runs": run_set.stale,
+                                         "ensembles_left_out": ensemble_notes, "claims": claims})
+    except DiskFullError as error:
+        raise error.advise("the aggregation writes every table again") from None
     log.info("%d runs and ensembles -> %d tables in %s", len(runs), len(tables), out)
     return {t.name: t for t in tables}
