@@ -6,10 +6,10 @@ A run directory (``--out``) holds one run. While it trains: ``config.yaml`` (the
 (``model_compact.pt``: mask bits plus the active mu and rho, with the training state a re-evaluation needs),
 ``predictions.pt``, ``subspace.json`` and, written last, ``metrics.json``, which records the size and SHA-256
 of each of those files; the checkpoint is then deleted. The final model's record is also written beside it
-(``final_model.json``), when it is written: it outlives ``metrics.json``, so that a re-evaluation (``metrics.json``
-deleted) verifies every byte of the model it starts from, the training state included. ``ssvi evaluate`` adds ``ood_shift.json`` (and,
-when asked, ``eval_probs.pt``, recorded there). Runs made before this layout keep a dense ``model.pt``
-(and their checkpoint); they are read as they are.
+(``final_model.json``), when it is written: it outlives ``metrics.json``, so that a re-evaluation
+(``metrics.json`` deleted) verifies every byte of the model it starts from, the training state included.
+``ssvi evaluate`` adds ``ood_shift.json`` (and, when asked, ``eval_probs.pt``, recorded there). Runs made
+before this layout keep a dense ``model.pt`` (and their checkpoint); they are read as they are.
 
 Every file is written atomically (:mod:`ssvi.files`). :func:`check_finished` verifies a finished run's files
 (sizes; with ``full``, SHA-256 too) wherever a run is trusted, and a damaged file is one error naming it and

@@ -57,8 +57,8 @@ def build_ensembles(config: dict, run_set: RunSet) -> tuple[pd.DataFrame, Evalua
             name = ensemble_dir(spec, group)
             absent = [path for path in paths if path not in finished]
             if absent:
-                notes.append(f"{name} left out: member run(s) {', '.join(absent)} "
-                             + ("have not finished" if set(absent) <= unfinished else "are not among the runs aggregated"))
+                why = "have not finished" if set(absent) <= unfinished else "are not among the runs aggregated"
+                notes.append(f"{name} left out: member run(s) {', '.join(absent)} {why}")
                 continue
             dirs = [finished[path] for path in paths]
             members = runs.set_index("run_dir").loc[dirs]

@@ -2,8 +2,8 @@
 
 Takes a ``Table`` (``data``: the numbers, a plain DataFrame, written as CSV; ``display``: the formatted
 cells; ``caption``); gives ``<name>.csv``, ``<name>.md`` (one sub-table per ``blocks`` value) and
-``<name>.tex`` (each written atomically). The helpers ``pm``, ``pm_columns``, ``n_cell`` and ``caption`` make the display cells and
-captions the table builders use.
+``<name>.tex`` (each written atomically). The helpers ``pm``, ``pm_columns``, ``n_cell`` and ``caption`` make
+the display cells and captions the table builders use.
 """
 
 from __future__ import annotations
