@@ -20,6 +20,7 @@ Errors a user can fix (``ssvi.errors.UserError``) print one line ``ssvi: error: 
 appended to the run's ``train.log``, and exit with status 2, for every subcommand; ``ssvi --debug ...``
 shows their traceback instead. A full disk is such an error. Ctrl-C and SIGTERM print one line saying
 where the run stopped and what re-running resumes from (also appended to ``train.log``) and exit 130 / 143.
+Output into a pipe that was closed (``ssvi status | head -1``) ends the command quietly, exit 141 (SIGPIPE).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -128,7 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = [arg for arg in argv if arg != "--debug"]
     previous = _catch_sigterm()
     try:
-        return run_command(argv)
+        code = run_command(argv)
+        sys.stdout.flush()  # here, not at exit: a closed pipe is then one more case below
+        return code
+    except BrokenPipeError:
+        return _closed_pipe()
     except UserError as error:
         if debug:
             raise
@@ -155,6 +161,18 @@ def _catch_sigterm():
         return signal.signal(signal.SIGTERM, _raise_terminated)
     except ValueError:
         return None
+
+
+def _closed_pipe() -> int:
+    """The reader of stdout went away (``| head``): what is left unwritten goes nowhere, quietly, as for any Unix
+    tool killed by SIGPIPE."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return 128 + signal.SIGPIPE
 
 
 def _raise_terminated(signum, frame):
@@ -217,6 +235,8 @@ def run_command(argv: list[str]) -> int:
         return 0
     overrides = dict(parse_override(o) for o in args.overrides)
     cfg = load_config(args.config, overrides) if args.config else RunConfig.from_dict(overrides)
+    from .packages import check_installed
+    check_installed({args.out: cfg})
     if (args.skip or args.keep_probs) and not args.evaluate:
         raise UserError("--skip and --keep-probs only apply with --evaluate; add --evaluate or drop them")
     from .rundir import make_run_directory, run_directory_lock

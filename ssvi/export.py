@@ -344,24 +344,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``ssvi export``: a run directory's final model, read only after its records check every byte of it
+    (:func:`ssvi.rundir.load_final`). A damaged, foreign or unwritable run is a UserError (one line from the
+    command line)."""
+    from .errors import UserError
     args = build_parser().parse_args(argv)
     run = Path(args.run)
     source, compact = run / SOURCE_MODEL, run / COMPACT_MODEL
     if not source.is_file() and not compact.is_file():
-        print(f"ssvi export: {run} holds no final model ({SOURCE_MODEL} or {COMPACT_MODEL}; is it a finished run?)",
-              file=sys.stderr)
-        return 1
+        raise UserError(f"{run} holds no final model ({SOURCE_MODEL} or {COMPACT_MODEL}); --run takes the directory "
+                        "of a finished run")
     if args.dense or not source.is_file():
         return _dense_copy(args, compact)
-    checkpoint = torch.load(source, map_location="cpu", weights_only=True)
-    if not isinstance(checkpoint, dict) or "model" not in checkpoint:
-        print(f"ssvi export: {source} holds no 'model' state dict", file=sys.stderr)
-        return 1
-    if args.threads or checkpoint.get("config", {}).get("threads"):
-        torch.set_num_threads(args.threads or checkpoint["config"]["threads"])
-    out = Path(args.out) if args.out else compact
+    checkpoint = _read_legacy(run, source)
     state = checkpoint["model"]
     extra = {k: v for k, v in checkpoint.items() if k != "model"}
+    _set_threads(args, extra)
+    out = Path(args.out) if args.out else compact
     save_compact(state, out, extra=extra, signed_zeros=not args.no_signed_zeros)
     if not args.no_verify:
         loaded, loaded_extra = load_compact(out, map_location="cpu")
@@ -369,18 +368,43 @@ def main(argv: list[str] | None = None) -> int:
             list(state) == list(loaded) and all(torch.equal(state[k], loaded[k]) if isinstance(state[k], torch.Tensor)
                                                 else state[k] == loaded[k] for k in state))
         if not same or loaded_extra != extra:
-            print(f"ssvi export: verification failed: {out} does not reload to {source}", file=sys.stderr)
-            return 1
+            raise UserError(f"verification failed: {out} does not reload to {source}; the file system may be "
+                            "damaging files: check it, then export again")
     before, after = source.stat().st_size, out.stat().st_size
     print(f"{source}: {before / 2**20:.2f} MiB -> {out}: {after / 2**20:.2f} MiB (ratio {after / before:.4f})")
     return 0
 
 
+def _set_threads(args, extra: dict) -> None:
+    """torch's CPU threads: --threads, else the run config's."""
+    config = extra.get("config") if isinstance(extra.get("config"), dict) else {}
+    if args.threads or config.get("threads"):
+        torch.set_num_threads(args.threads or config["threads"])
+
+
+def _read_legacy(run: Path, source: Path) -> dict:
+    """A legacy run's dense ``model.pt`` ({"config", "model"}), checked against its records first; a damaged or
+    foreign file is one error naming it."""
+    from .errors import UserError
+    from .rundir import METRICS, Damage, DamagedRunError, check_final_model, repair_advice
+    check_final_model(run, source)
+    try:
+        checkpoint = torch.load(source, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated zip, garbage bytes, pickled classes, ...
+        reason = f"not a torch file of plain data: {(str(error).split('. ') or [type(error).__name__])[0]}"
+        if not (run / METRICS).exists():  # no run of ours recorded it: some other tool's file
+            raise UserError(f"{source} is not the final model of an ssvi run ({reason})") from None
+        raise DamagedRunError(Damage(source, reason, repair_advice(run, source.name))) from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
+        raise UserError(f"{source} is not the final model of an ssvi run (it holds no 'model' state dict)")
+    return checkpoint
+
+
 def _dense_copy(args, compact: Path) -> int:
     """A run that keeps its final model compact: report it, or write the dense copy asked for (--dense)."""
-    state, extra = load_compact(compact, map_location="cpu")
-    if args.threads or extra.get("config", {}).get("threads"):
-        torch.set_num_threads(args.threads or extra["config"]["threads"])
+    from .rundir import load_final
+    state, extra = load_final(compact.parent)
+    _set_threads(args, extra)
     if not args.dense:
         print(f"{compact}: the run keeps its final model in the compact format already "
               f"({compact.stat().st_size / 2**20:.2f} MiB); --dense FILE writes a dense copy")
@@ -392,4 +416,5 @@ def _dense_copy(args, compact: Path) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from .cli import main as cli_main
+    sys.exit(cli_main(["export", *sys.argv[1:]]))

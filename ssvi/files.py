@@ -10,11 +10,13 @@ target, so a reader sees the old file or the new one, never half of one; the tem
 any failure (a full disk, Ctrl-C, SIGTERM, a bug). ``torch.save`` is serialised into memory first and
 written with Python's own file calls: a full disk is then an ``OSError`` with ``errno`` ENOSPC, which
 becomes :class:`DiskFullError` naming the file system and the file, instead of torch's zip-writer error
-(``unexpected pos ...``) that names neither.
+(``unexpected pos ...``) that names neither. A file system that refuses the write (read-only, no
+permission) is :class:`NotWritableError`, one line naming the file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import io
@@ -28,6 +30,7 @@ from .errors import UserError
 HASH = "sha256"
 CHUNK = 1 << 20
 FULL_DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT)
+NOT_WRITABLE_ERRORS = (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 class DiskFullError(UserError, OSError):
@@ -40,6 +43,34 @@ class DiskFullError(UserError, OSError):
 
     def advise(self, advice: str) -> "DiskFullError":
         return DiskFullError(self.path, self.reason, advice)
+
+
+class NotWritableError(UserError, OSError):
+    """The file system refuses to write a file (read-only, or no permission)."""
+
+    def __init__(self, path: Path, reason: str):
+        self.path = Path(path)
+        super().__init__(f"cannot write {self.path} ({reason}, {mount_point(self.path)}); make it writable, or "
+                         "write somewhere else")
+
+
+def write_error(path: Path, error: OSError) -> OSError:
+    """A full disk or a refused write as its one-line error; any other OSError as it is."""
+    if error.errno in FULL_DISK_ERRORS:
+        return DiskFullError(path, "disk quota exceeded" if error.errno == errno.EDQUOT else "no space left")
+    if error.errno in NOT_WRITABLE_ERRORS:
+        return NotWritableError(path, error.strerror.lower() if error.strerror else "not writable")
+    return error
+
+
+def make_directory(path: str | Path) -> Path:
+    """``mkdir -p``; a full disk or a refused write is its one-line error."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise write_error(path, error) from None
+    return path
 
 
 def mount_point(path: Path) -> str:
@@ -67,10 +98,12 @@ def write_bytes(path: str | Path, data: bytes | memoryview) -> dict:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException as error:
-        tmp.unlink(missing_ok=True)
-        if isinstance(error, OSError) and error.errno in FULL_DISK_ERRORS:
-            reason = "disk quota exceeded" if error.errno == errno.EDQUOT else "no space left"
-            raise DiskFullError(path, reason) from None
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(error, OSError) and not isinstance(error, UserError):
+            converted = write_error(path, error)
+            if converted is not error:
+                raise converted from None
         raise
     _sync_directory(path.parent)
     return {"bytes": len(data), HASH: hashlib.sha256(data).hexdigest()}

@@ -197,6 +197,9 @@ class Method:
     # what min_subspace_updates counts in update_steps ("subspace updates", "pruning steps"); None: no minimum
     mask_schedule: str | None = None
     posterior = GAUSSIAN
+    # import names of the optional packages the method needs (e.g. ("laplace",)): checked at DAG build and by
+    # `ssvi train` before anything runs (ssvi.packages)
+    required_packages: tuple[str, ...] = ()
 
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg

@@ -5,13 +5,16 @@ A run directory (``--out``) holds one run. While it trains: ``config.yaml`` (the
 ``ssvi status``) and ``train.log``. A finished run keeps its final posterior in the compact format
 (``model_compact.pt``: mask bits plus the active mu and rho, with the training state a re-evaluation needs),
 ``predictions.pt``, ``subspace.json`` and, written last, ``metrics.json``, which records the size and SHA-256
-of each of those files; the checkpoint is then deleted. ``ssvi evaluate`` adds ``ood_shift.json`` (and,
-when asked, ``eval_probs.pt``, recorded there). Runs made before this layout keep a dense ``model.pt``
-(and their checkpoint); they are read as they are.
+of each of those files; the checkpoint is then deleted. The final model's record is also written beside it
+(``final_model.json``), when it is written: it outlives ``metrics.json``, so that a re-evaluation
+(``metrics.json`` deleted) verifies every byte of the model it starts from, the training state included.
+``ssvi evaluate`` adds ``ood_shift.json`` (and, when asked, ``eval_probs.pt``, recorded there). Runs made
+before this layout keep a dense ``model.pt`` (and their checkpoint); they are read as they are.
 
 Every file is written atomically (:mod:`ssvi.files`). :func:`check_finished` verifies a finished run's files
 (sizes; with ``full``, SHA-256 too) wherever a run is trusted, and a damaged file is one error naming it and
-the files to delete so that re-running redoes only what was lost.
+the files to delete so that re-running redoes only what was lost. :func:`load_final` checks the final model's
+whole-file SHA-256 against its records before anything reads it.
 
 ``run.lock`` is held with ``flock`` by the one process using the directory (the OS drops it when the
 process dies, ``kill -9`` included) and names the holder's pid and host; the same process may re-enter it.
@@ -26,7 +29,6 @@ or deleted with ``restart_on_config_change``.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -37,6 +39,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import locks
 from .config import RunConfig, config_differences, describe_differences
 from .errors import UserError
 from .files import check_file, remove_stale_temporaries, save_torch, write_json
@@ -48,6 +51,7 @@ METRICS = "metrics.json"
 PREDICTIONS = "predictions.pt"
 FINAL_MODEL = "model_compact.pt"
 LEGACY_MODEL = "model.pt"            # the dense final model of runs made before the compact layout
+FINAL_RECORD = "final_model.json"    # {model_compact.pt: {"bytes", "sha256"}}, written with the final model
 SUBSPACE_RECORDS = "subspace.json"
 RESOLVED_CONFIG = "config.yaml"
 EVALUATION = "ood_shift.json"
@@ -58,8 +62,8 @@ LOCK_FILE = "run.lock"
 TENSORBOARD = "tensorboard"          # TensorBoard event files (run option tensorboard)
 FILES_KEY = "files"                  # metrics.json / ood_shift.json: {name: {"bytes", "sha256"}} of result files
 # what --restart-on-config-change deletes: everything derived from the old config (train.log stays)
-RUN_FILES = (CHECKPOINT, METRICS, PREDICTIONS, FINAL_MODEL, LEGACY_MODEL, SUBSPACE_RECORDS, EVALUATION, EVAL_PROBS,
-             RESOLVED_CONFIG, PROGRESS)
+RUN_FILES = (CHECKPOINT, METRICS, PREDICTIONS, FINAL_MODEL, FINAL_RECORD, LEGACY_MODEL, SUBSPACE_RECORDS, EVALUATION,
+             EVAL_PROBS, RESOLVED_CONFIG, PROGRESS)
 LOCK_WAIT_S = 2.0  # a lock probe (ssvi status) holds the lock for microseconds: retry that long before refusing
 
 
@@ -121,9 +125,31 @@ def read_checkpoint(path: Path, map_location, mmap: bool = False) -> dict:
 
 def save_final(out: Path, state_dict: dict, final_state: dict) -> dict:
     """The finished run's posterior in the compact format, with the training state (config, epoch, step,
-    FLOPs, wall time, history, method state) that a re-evaluation needs; returns its file record."""
+    FLOPs, wall time, history, method state) that a re-evaluation needs, and its record (``final_model.json``);
+    returns the record."""
     from .export import save_compact
-    return save_compact(state_dict, out / FINAL_MODEL, extra=final_state)
+    record = save_compact(state_dict, out / FINAL_MODEL, extra=final_state)
+    write_json(out / FINAL_RECORD, {FINAL_MODEL: record})
+    return record
+
+
+def final_model_records(out: Path, name: str) -> list[dict]:
+    """Every record of the final model ``name``: ``final_model.json``'s and ``metrics.json``'s (none for runs made
+    before they were written); DamagedRunError when one of those files cannot be read."""
+    records = []
+    if (out / FINAL_RECORD).exists():
+        records.append(read_final_record(out).get(name))
+    if (out / METRICS).exists():
+        records.append((read_metrics(out).get(FILES_KEY) or {}).get(name))
+    return [r for r in records if r]
+
+
+def check_final_model(out: Path, path: Path) -> None:
+    """DamagedRunError unless every byte of the final model ``path`` matches its records (SHA-256)."""
+    for record in final_model_records(out, path.name):
+        problem = check_file(path, record, full=True)
+        if problem:
+            raise DamagedRunError(Damage(path, problem, repair_advice(out, path.name)))
 
 
 def final_model_path(out: Path) -> Path | None:
@@ -135,7 +161,8 @@ def final_model_path(out: Path) -> Path | None:
 
 
 def load_final(out: Path, map_location="cpu") -> tuple[dict, dict]:
-    """(state dict, final state) of the run in ``out``, compact or legacy; DamagedRunError for a damaged file.
+    """(state dict, final state) of the run in ``out``, compact or legacy, after checking every byte of the file
+    against its records; DamagedRunError for a damaged file.
 
     A legacy ``model.pt`` holds only the config next to the weights; its final state is ``{"config": ...}``."""
     import torch
@@ -143,6 +170,7 @@ def load_final(out: Path, map_location="cpu") -> tuple[dict, dict]:
     path = final_model_path(out)
     if path is None:
         raise DamagedRunError(Damage(out / FINAL_MODEL, "missing", repair_advice(out, FINAL_MODEL)))
+    check_final_model(out, path)
     try:
         if path.name == FINAL_MODEL:
             return load_compact(path, map_location=map_location)
@@ -177,13 +205,15 @@ def repair_advice(out: Path, name: str) -> str:
     if name in (EVALUATION, EVAL_PROBS):
         files = [EVALUATION, EVAL_PROBS]
         redo = f"the OOD / shift evaluation is redone from the final model (`python -m ssvi evaluate --run {out}`)"
-    elif name in (FINAL_MODEL, LEGACY_MODEL):
-        files = [name, METRICS, PREDICTIONS, SUBSPACE_RECORDS, EVALUATION, EVAL_PROBS]
+    elif name in (FINAL_MODEL, LEGACY_MODEL, FINAL_RECORD):
+        files = [name, FINAL_MODEL, LEGACY_MODEL, FINAL_RECORD, METRICS, PREDICTIONS, SUBSPACE_RECORDS, EVALUATION,
+                 EVAL_PROBS]
         redo = (f"the run resumes from {CHECKPOINT}" if (out / CHECKPOINT).is_file()
                 else "the run is retrained from scratch (its checkpoint was removed when it finished)")
     else:  # metrics.json, predictions.pt, subspace.json: written from the final model
         files = [METRICS, PREDICTIONS, SUBSPACE_RECORDS]
         redo = "the run is re-evaluated from its final model, without retraining"
+    files = list(dict.fromkeys(files))
     present = [f for f in files if (out / f).exists() or f == name]
     listed = ", ".join(present[:-1]) + f" and {present[-1]}" if len(present) > 1 else present[0]
     return f"delete {listed} ({redo}): rm {' '.join(str(out / f) for f in present)}; {rerun}"
@@ -219,6 +249,16 @@ def read_evaluation_file(out: Path) -> dict:
     return read_json_file(Path(out) / EVALUATION, "the OOD / shift evaluation", EVALUATION_KEYS)
 
 
+def read_final_record(out: Path) -> dict:
+    """``final_model.json``: {final model name: {"bytes", "sha256"}}; DamagedRunError when it is not that."""
+    path = Path(out) / FINAL_RECORD
+    records = read_json_file(path, "the final model's record")
+    if not records or not all(isinstance(r, dict) and {"bytes", "sha256"} <= set(r) for r in records.values()):
+        raise DamagedRunError(Damage(path, "the final model's record unreadable: no size and SHA-256 in it",
+                                     repair_advice(path.parent, path.name)))
+    return records
+
+
 @dataclass
 class Damage:
     file: Path
@@ -230,28 +270,29 @@ class Damage:
 
 
 def damaged_files(out: Path, full: bool = False) -> list[Damage]:
-    """Every recorded result file of the finished run in ``out`` that is missing, truncated (or, with ``full``,
-    corrupted); metrics.json and ood_shift.json must parse. Runs made before files were recorded are checked
-    for their final model only."""
+    """Every recorded result file of the run in ``out`` that is missing, truncated (or, with ``full``, corrupted):
+    a finished run's (metrics.json and ood_shift.json must parse), or the final model of a run whose training
+    finished (``final_model.json``). Runs made before files were recorded are checked for their final model only."""
     out = Path(out)
+    records: list[tuple[str, dict]] = []
     try:
-        metrics = read_metrics(out)
+        if (out / FINAL_RECORD).exists():
+            records += read_final_record(out).items()
+        if (out / METRICS).exists():
+            metrics = read_metrics(out)
+            if not metrics.get(FILES_KEY) and not records and final_model_path(out) is None:
+                return [Damage(out / FINAL_MODEL, "missing", repair_advice(out, FINAL_MODEL))]
+            records += (metrics.get(FILES_KEY) or {}).items()
+            if (out / EVALUATION).is_file():
+                records += (read_evaluation_file(out).get(FILES_KEY) or {}).items()
     except DamagedRunError as error:
         return [error.damage]
-    records = dict(metrics.get(FILES_KEY) or {})
-    if not records and final_model_path(out) is None:
-        return [Damage(out / FINAL_MODEL, "missing", repair_advice(out, FINAL_MODEL))]
-    if (out / EVALUATION).is_file():
-        try:
-            records.update(read_evaluation_file(out).get(FILES_KEY) or {})
-        except DamagedRunError as error:
-            return [error.damage]
-    damage = []
-    for name, record in records.items():
-        problem = check_file(out / name, record, full)
+    damage = {}
+    for name, record in records:
+        problem = check_file(out / name, record, full) if name not in damage else None
         if problem:
-            damage.append(Damage(out / name, problem, repair_advice(out, name)))
-    return damage
+            damage[name] = Damage(out / name, problem, repair_advice(out, name))
+    return list(damage.values())
 
 
 def check_finished(out: Path, full: bool = False) -> dict:
@@ -304,8 +345,9 @@ _held: dict[Path, int] = {}  # run directories this process holds -> nesting dep
 
 @contextlib.contextmanager
 def run_directory_lock(out: Path, purpose: str = "ssvi"):
-    """Hold ``out/run.lock`` exclusively (``flock``: released by the OS when the process dies) and write our pid
-    and host into it. The same process may re-enter (train, then evaluate, in one job); another is refused."""
+    """Hold ``out/run.lock`` exclusively (:mod:`ssvi.locks`: ``flock``, released by the OS when the process dies)
+    with our pid and host in it. The same process may re-enter (train, then evaluate, in one job); another is
+    refused."""
     key = Path(os.path.abspath(out))
     if key in _held:
         _held[key] += 1
@@ -315,27 +357,13 @@ def run_directory_lock(out: Path, purpose: str = "ssvi"):
             _held[key] -= 1
         return
     try:
-        fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = locks.acquire(out / LOCK_FILE, locks.process_note(purpose), wait_s=LOCK_WAIT_S)
+    except locks.LockHeld as held:
+        raise RunConflictError(f"{out} is in use by another ssvi process ({held.note}); "
+                               "wait for it to finish, or use another --out") from None
     except OSError as error:
         raise UserError(f"cannot write to the run directory {out} ({error.strerror}); choose a --out you can write to") from None
     try:
-        deadline = time.monotonic() + LOCK_WAIT_S
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() < deadline:
-                    time.sleep(0.05)
-                    continue
-                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
-                raise RunConflictError(f"{out} is in use by another ssvi process ({holder}); "
-                                       "wait for it to finish, or use another --out") from None
-        os.ftruncate(fd, 0)
-        try:
-            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, {purpose}\n".encode(), 0)
-        except OSError:
-            pass  # a full disk: the lock holds without the note
         remove_stale_temporaries(out)  # left by a process killed mid-write
         _held[key] = 1
         try:
@@ -343,24 +371,12 @@ def run_directory_lock(out: Path, purpose: str = "ssvi"):
         finally:
             del _held[key]
     finally:
-        os.close(fd)  # drops the lock
+        locks.release(fd)
 
 
 def lock_holder(out: Path) -> str | None:
     """Who holds ``out``'s lock ("pid N on HOST, purpose"), or None when nobody does (a non-blocking probe)."""
-    try:
-        fd = os.open(Path(out) / LOCK_FILE, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
+    return locks.holder(Path(out) / LOCK_FILE)
 
 
 def recorded_config(out: Path) -> dict | None:

@@ -7,22 +7,27 @@ import, no lock taken for longer than a non-blocking probe), so they are instant
     python -m ssvi verify results/runs                      # SHA-256 of every finished run's result files
 
 One line per run, counts at the top. States:
-  finished     result files whole (sizes checked; ``--full`` / ``verify``: SHA-256 too)
+  finished     result files whole (sizes checked; ``--full`` / ``verify``: SHA-256 too); "not evaluated yet" when
+               it has no ood_shift.json and nothing failed since it finished
   evaluating   finished training; its process (holding run.lock) evaluates it now
   running      a process holds its lock: epoch e of E, last loss and test accuracy, s/epoch, ETA
-  failed       its train.log ends in an error line (``ssvi: error: ...`` or ``ssvi: crashed: ...``)
+  failed       its train.log ends in an error line (``ssvi: error: ...`` or ``ssvi: crashed: ...``), in training
+               or in its evaluation (a finished run without ood_shift.json whose evaluation failed)
   stopped      no process holds it and it is not finished: interrupted (its train.log says how) or killed;
                re-running resumes it
-  damaged      a result file is missing, truncated or corrupt (the line names the file to delete)
+  damaged      a result file (or the final model of a run whose training finished) is missing, truncated or
+               corrupt (the line names the file to delete)
   stale        its recorded config differs from the one the workflow config gives its path
   not started  no run directory (or an empty one) yet
-The exit status is 1 when any run failed or is damaged, else 0.
+The exit status is 1 when any run failed or is damaged, else 0. A folder is searched for run directories
+through symbolic links too (each directory once, so a link cycle ends).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -31,12 +36,13 @@ from pathlib import Path
 import yaml
 
 from .errors import UserError
-from .rundir import (CHECKPOINT, EVALUATION, FILES_KEY, LOG_FILE, METRICS, PROGRESS, RESOLVED_CONFIG,
+from .rundir import (CHECKPOINT, EVALUATION, FILES_KEY, FINAL_RECORD, LOG_FILE, METRICS, PROGRESS, RESOLVED_CONFIG,
                      DamagedRunError, damaged_files, final_model_path, lock_holder, read_metrics)
 
 STATES = ("finished", "evaluating", "running", "failed", "stopped", "damaged", "stale", "not started")
 FAILING = ("failed", "damaged")
 START_MARKER = "ssvi train: started"
+FINISHED_MARKER = "finished: acc"  # ssvi.trainer's log line once a run's result files are written
 ERROR_PREFIXES = ("ssvi: error:", "ssvi: crashed:")
 INTERRUPT_PREFIX = "ssvi: interrupted"
 LOG_TAIL_BYTES = 65536
@@ -78,12 +84,18 @@ def log_tail(out: Path) -> list[str]:
 
 
 def last_event(lines: list[str]) -> str | None:
-    """The last error or interruption line (without its time stamp), if the log ends in one."""
+    """The last error or interruption line (without its time stamp), if the log has one."""
     for line in reversed(lines):
         for prefix in (*ERROR_PREFIXES, INTERRUPT_PREFIX):
             if prefix in line:
                 return line[line.index(prefix):]
     return None
+
+
+def evaluation_event(lines: list[str]) -> str | None:
+    """The error or interruption line logged after the run finished (by its evaluation), if any."""
+    finished = [i for i, line in enumerate(lines) if FINISHED_MARKER in line]
+    return last_event(lines[finished[-1] + 1:]) if finished else None
 
 
 def read_progress(out: Path) -> dict:
@@ -147,17 +159,25 @@ def run_status(out: Path, expected: dict[str, dict] | None = None, full: bool = 
         reason = grid.staleness(out, recorded, expected) if recorded is not None else None
         if reason and not holder:
             return RunStatus(out, "stale", reason)
-    if (out / METRICS).exists():
+    if (out / METRICS).exists() or (final_model_path(out) and (out / FINAL_RECORD).exists() and not holder):
         damage = damaged_files(out, full)
         if damage:
             first = damage[0]
             more = f" (+{len(damage) - 1} more)" if len(damage) > 1 else ""
             return RunStatus(out, "damaged", f"{first.file.name}: {first.problem}{more}; {first.advice}")
+    if (out / METRICS).exists():
         if holder:
             return RunStatus(out, "evaluating", f"held by {holder}")
         metrics = read_metrics(out)
-        evaluated = "" if (out / EVALUATION).is_file() else f"; no {EVALUATION} (not evaluated yet)"
-        return RunStatus(out, "finished", f"acc {100 * metrics['acc']:.2f}%, nll {metrics['nll']:.4f}{evaluated}")
+        numbers = f"acc {100 * metrics['acc']:.2f}%, nll {metrics['nll']:.4f}"
+        if (out / EVALUATION).is_file():
+            return RunStatus(out, "finished", numbers)
+        event = evaluation_event(log_tail(out))
+        if event and event.startswith(ERROR_PREFIXES):
+            return RunStatus(out, "failed", f"{event} (its OOD / shift evaluation; training finished: {numbers})")
+        if event:
+            return RunStatus(out, "stopped", f"{event} (its OOD / shift evaluation; training finished: {numbers})")
+        return RunStatus(out, "finished", f"{numbers}; no {EVALUATION} (not evaluated yet)")
     progress = read_progress(out)
     if holder:
         return RunStatus(out, "running", f"{progress_text(progress, True)} ({holder})")
@@ -176,12 +196,26 @@ def run_status(out: Path, expected: dict[str, dict] | None = None, full: bool = 
 # many runs
 # --------------------------------------------------------------------------------------------
 
+RUN_MARKERS = (METRICS, RESOLVED_CONFIG, CHECKPOINT, LOG_FILE, PROGRESS)
+
+
 def find_run_dirs(root: Path) -> list[Path]:
-    """``root`` if it is a run directory, else every run directory under it (a folder holding run files)."""
-    markers = (METRICS, RESOLVED_CONFIG, CHECKPOINT, LOG_FILE, PROGRESS)
-    if any((root / m).exists() for m in markers):
+    """``root`` if it is a run directory, else every run directory under it (a folder holding run files),
+    following symbolic links to directories (run directories on another disk); each directory is visited once,
+    under the first path that reaches it, so that links into a folder already seen (or cycles) add nothing."""
+    if any((root / m).exists() for m in RUN_MARKERS):
         return [root]
-    return sorted({path.parent for m in markers for path in root.rglob(m)})
+    found, seen = [], set()
+    for directory, subdirectories, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(directory)
+        if real in seen:
+            subdirectories.clear()
+            continue
+        seen.add(real)
+        subdirectories.sort()
+        if any(m in files for m in RUN_MARKERS):
+            found.append(Path(directory))
+    return sorted(found)
 
 
 def grid_runs(config_path: str) -> tuple[list[Path], dict[str, dict]]:
@@ -234,19 +268,21 @@ def verify_command(paths: list[str]) -> int:
             dirs += find_run_dirs(path)
         else:
             raise UserError(f"{path} does not exist; name run directories, results folders or a workflow config")
-    finished = [d for d in dirs if (d / METRICS).exists()]
+    finished = [d for d in dirs if (d / METRICS).exists() or (d / FINAL_RECORD).exists()]
     damaged = [damage for d in finished for damage in damaged_files(d, full=True)]
     unrecorded = [d for d in finished if not _has_records(d)]
     for damage in damaged:
         print(f"damaged: {damage.message()}")
     for d in unrecorded:
         print(f"unverifiable: {d} was made before result files were recorded (no '{FILES_KEY}' in {METRICS})")
-    print(f"verified {len(finished)} finished run(s) (SHA-256 of every recorded result file): "
-          f"{len(damaged)} damaged file(s), {len(unrecorded)} run(s) without records")
+    print(f"verified {len(finished)} finished run(s) (SHA-256 of every recorded result file, the final model of runs "
+          f"not yet evaluated included): {len(damaged)} damaged file(s), {len(unrecorded)} run(s) without records")
     return 1 if damaged else 0
 
 
 def _has_records(out: Path) -> bool:
+    if not (out / METRICS).exists():
+        return True  # training finished, not evaluated: final_model.json records its model
     try:
         return bool(read_metrics(out).get(FILES_KEY))
     except DamagedRunError:

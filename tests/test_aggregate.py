@@ -466,3 +466,18 @@ def test_the_aggregation_writes_exactly_the_files_it_declares(tmp_path):
     written = {p.name for p in (tmp_path / "tables").iterdir()}
     assert written == {f"{n}.{e}" for n in TABLE_NAMES for e in ("csv", "md", "tex")} | set(EXTRA_FILES)
     assert set(tables) == set(TABLE_NAMES)
+
+
+def test_an_ensemble_left_out_says_not_finished_only_when_a_member_has_not_finished(tmp_path):
+    from ssvi.report.ensembles import build_ensembles, ensemble_dir
+    # the config names where the results directory was; its runs are now under another path (copied or moved)
+    config = {"datasets": ["digits"], "archs": ["resnet18"], "seeds": [0], "methods": {"dense_vi": [1.0]},
+              "ensembles": [{"method": "dense_vi", "groups": [[0, 1]]}], "results_dir": str(tmp_path / "old")}
+    [spec] = synth.grid.ensemble_specs(config)
+    seed0, seed1 = (str(tmp_path / "new" / "runs" / path) for path in spec["paths"][0])
+    finished = pd.DataFrame([{**{c: None for c in runs.RUN_COLUMNS}, "run_dir": seed0}], columns=runs.RUN_COLUMNS)
+    name = ensemble_dir(spec, [0, 1])
+    _, _, notes = build_ensembles(config, runs.RunSet(finished, missing=[seed1]))
+    assert notes == [f"{name} left out: member run(s) {spec['paths'][0][1]} have not finished"]
+    _, _, notes = build_ensembles(config, runs.RunSet(finished))
+    assert notes == [f"{name} left out: member run(s) {spec['paths'][0][1]} are not among the runs aggregated"]

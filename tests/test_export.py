@@ -5,6 +5,7 @@ import io
 import pytest
 import torch
 
+from ssvi.errors import UserError
 from ssvi.export import (FORMAT, VERSION, CompactFormatError, load_compact, main, save_compact,
                          tensors_identical)
 from ssvi.layers import bayesian_layers, set_mode
@@ -193,7 +194,8 @@ def test_cli_exports_a_run_directory(small_ssvi, tmp_path, capsys):
     assert_identical(state, loaded)
     assert extra == {"config": config}
     assert (tmp_path / "model_compact.pt").stat().st_size < 0.5 * (tmp_path / "model.pt").stat().st_size
-    assert main(["--run", str(tmp_path / "missing")]) == 1
+    with pytest.raises(UserError, match="holds no final model"):
+        main(["--run", str(tmp_path / "missing")])
 
 
 # --------------------------------------------------------------------------------------------

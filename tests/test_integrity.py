@@ -13,6 +13,7 @@ else in a user + mount namespace); where neither works they inject ENOSPC into t
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -334,3 +335,161 @@ def test_the_runs_threads_are_used_on_the_evaluation_paths(run, monkeypatch, com
     argv = ["evaluate", "--run", str(run)] if command == "evaluate" else [*train_args(run), "--evaluate"]
     assert main(argv) == 0
     assert threads and set(threads) == {1}, threads
+
+
+# --------------------------------------------------------------------------------------------
+# whole-file integrity: the training state inside the final model, through a re-evaluation
+# --------------------------------------------------------------------------------------------
+
+def flip_training_state_bit(model: Path) -> None:
+    """Flip the lowest bit of the pickled float ``train_flops`` of the final model's training state (a value the
+    per-tensor checksums do not cover): the file still loads, with FLOPs a hair off."""
+    data = bytearray(model.read_bytes())
+    key = data.index(b"train_flops")
+    value = data.index(b"G", key + len(b"train_flops"))  # pickle's BINFLOAT opcode, then 8 bytes
+    data[value + 8] ^= 1
+    model.write_bytes(bytes(data))
+
+
+def test_a_bit_flip_in_the_training_state_is_refused_by_the_reevaluation_and_found_by_verify(run, capsys):
+    model = run / "model_compact.pt"
+    flip_training_state_bit(model)
+    # the re-evaluation path of docs/running.md: delete the three files written from the final model, re-run
+    for name in ("metrics.json", "predictions.pt", "subspace.json"):
+        (run / name).unlink()
+    line = one_error_line(capsys, train_args(run))
+    assert line.startswith(f"ssvi: error: {model} is damaged (its SHA256 differs from the one recorded: "
+                           "corrupted); delete model_compact.pt"), line
+    assert not (run / "metrics.json").exists()  # nothing recorded from the damaged file
+    assert main(["verify", str(run)]) == 1
+    out = capsys.readouterr().out
+    assert f"damaged: {model} is damaged (its SHA256 differs from the one recorded: corrupted)" in out
+    assert "1 damaged file(s)" in out
+    assert main(["evaluate", "--run", str(run)]) == 2  # no finished run to evaluate; nothing written
+    capsys.readouterr()
+
+
+def test_evaluate_refuses_a_final_model_whose_training_state_is_damaged(run, capsys):
+    flip_training_state_bit(run / "model_compact.pt")
+    line = one_error_line(capsys, ["evaluate", "--run", str(run)])
+    assert line.startswith(f"ssvi: error: {run / 'model_compact.pt'} is damaged (its SHA256 differs"), line
+
+
+# --------------------------------------------------------------------------------------------
+# ssvi export on damaged, foreign and unwritable runs
+# --------------------------------------------------------------------------------------------
+
+def legacy_run(run: Path, into: Path) -> Path:
+    """The run as versions before the compact layout kept it: a dense model.pt, no file records."""
+    from ssvi.rundir import load_final
+    into.mkdir(parents=True)
+    state, extra = load_final(run)
+    torch.save({"config": extra["config"], "model": state}, into / "model.pt")
+    return into
+
+
+@contextlib.contextmanager
+def read_only(directory: Path):
+    """``directory`` made unwritable: its own tmpfs remounted read-only (as root, which writes through file
+    permissions), or chmod 555 (as another user); None where neither works."""
+    if os.geteuid() != 0:
+        directory.chmod(0o555)
+        try:
+            yield directory
+        finally:
+            directory.chmod(0o755)
+        return
+    saved = directory.with_name(directory.name + ".saved")
+    directory.rename(saved)
+    mounted = _mount_tmpfs(directory, 64 << 20)
+    try:
+        if mounted:
+            shutil.copytree(saved, directory, dirs_exist_ok=True)
+            mounted = subprocess.run(["mount", "-o", "remount,ro", str(directory)], capture_output=True).returncode == 0
+        yield directory if mounted else None
+    finally:
+        if mounted or directory.is_mount():
+            subprocess.run(["umount", "-l", str(directory)], capture_output=True)
+        shutil.rmtree(directory, ignore_errors=True)
+        saved.rename(directory)
+
+
+def test_export_of_a_damaged_run_is_one_line(run, capsys, tmp_path):
+    flip_training_state_bit(run / "model_compact.pt")
+    line = one_error_line(capsys, ["export", "--run", str(run), "--dense", str(tmp_path / "dense.pt")])
+    assert line.startswith(f"ssvi: error: {run / 'model_compact.pt'} is damaged (its SHA256 differs"), line
+    assert not (tmp_path / "dense.pt").exists()
+
+
+@pytest.mark.parametrize("content", [b"not a torch file at all" * 10, "torch list"])
+def test_export_of_a_foreign_run_is_one_line(capsys, tmp_path, content):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    if content == "torch list":
+        torch.save([torch.zeros(3)], foreign / "model.pt")  # some other tool's file
+    else:
+        (foreign / "model.pt").write_bytes(content)
+    line = one_error_line(capsys, ["export", "--run", str(foreign)])
+    assert str(foreign / "model.pt") in line and "Traceback" not in line
+    assert not (foreign / "model_compact.pt").exists()
+
+
+def test_export_of_an_unwritable_run_is_one_line(run, capsys, tmp_path, monkeypatch):
+    legacy = legacy_run(run, tmp_path / "legacy")
+    with read_only(legacy) as directory:
+        if directory is None:  # root without mount: the write fails as a read-only file system fails it
+            def refused(*args, **kwargs):
+                raise OSError(errno.EROFS, "Read-only file system")
+            monkeypatch.setattr(ssvi_files, "open", refused, raising=False)
+        line = one_error_line(capsys, ["export", "--run", str(legacy)])
+        assert line.startswith(f"ssvi: error: cannot write {legacy / 'model_compact.pt'} ("), line
+        assert temporaries(legacy) == []
+
+
+# --------------------------------------------------------------------------------------------
+# the aggregation on a full or read-only file system: one line, nothing half-written
+# --------------------------------------------------------------------------------------------
+
+def aggregate_into(tables: Path, run: Path) -> list[str]:
+    return ["--config", str(REPO / "config" / "test_dag.yaml"), "--out", str(tables), "--allow-missing",
+            "--allow-stale", str(run)]
+
+
+def half_written(tables: Path) -> list[str]:
+    return sorted(p.name for p in tables.iterdir() if p.name.endswith(".tmp") or p.stat().st_size == 0)
+
+
+@pytest.mark.parametrize("fault", ["full", "read-only"])
+def test_the_aggregation_on_a_full_or_read_only_file_system_is_one_line(run, capsys, tmp_path, monkeypatch, fault):
+    import aggregate
+    first = tmp_path / "first"
+    assert aggregate.main(aggregate_into(first, run)) == 0  # the tables as a whole aggregation writes them
+    capsys.readouterr()
+    with (small_disk(tmp_path, 1 << 20) if fault == "full" else contextlib.nullcontext(tmp_path / "tables")) as disk:
+        if fault == "full":
+            tables = (disk or tmp_path) / "tables"
+            if disk is not None:
+                ballast = fill(disk, 24 << 10)  # room for a few of the tables' files, not all of them
+            else:
+                inject_enospc(monkeypatch, "main.tex", 1)
+        else:
+            tables = disk
+            shutil.copytree(first, tables)  # an earlier aggregation's tables, which must stay whole
+        with (read_only(tables) if fault == "read-only" else contextlib.nullcontext(tables)) as directory:
+            if directory is None:
+                def refused(*args, **kwargs):
+                    raise OSError(errno.EROFS, "Read-only file system")
+                monkeypatch.setattr(ssvi_files, "open", refused, raising=False)
+            assert aggregate.main(aggregate_into(tables, run)) == 2
+            errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]
+            assert len(errors) == 1 and "Traceback" not in errors[0], errors
+            if fault == "full":
+                assert errors[0].startswith("aggregate: error: no space left on the file system mounted at "), errors
+                assert errors[0].endswith("; free space and re-run: the aggregation writes every table again")
+            else:
+                assert errors[0].startswith(f"aggregate: error: cannot write {tables}/"), errors
+                assert sorted(p.name for p in tables.iterdir()) == sorted(p.name for p in first.iterdir())
+                assert all((tables / p.name).read_bytes() == p.read_bytes() for p in first.iterdir())
+            assert half_written(tables) == []
+        if fault == "full" and disk is not None:
+            ballast.unlink()

@@ -128,3 +128,84 @@ def test_tensorboard_scalars_are_read_back_equal_to_the_history(tmp_path):
         scalars = events.Scalars(f"train/{key}")
         assert [s.step for s in scalars] == [1, 2, 3]
         assert [s.value for s in scalars] == pytest.approx([row[key] for row in history], rel=1e-6)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A finished tiny run of the CONFIG grid's dense_vi seed 0 (copied by each test that needs one)."""
+    config = {**CONFIG, "results_dir": "unused"}
+    spec = grid.run_grid(config)["digits/resnet18/dense_vi/default/d1/seed0"]
+    out = tmp_path_factory.mktemp("finished") / "run"
+    assert train(out, **grid.run_overrides(config, spec)) == 0
+    return out
+
+
+def test_verify_and_status_follow_linked_run_directories(finished_run, tmp_path, capsys):
+    config = {**CONFIG, "results_dir": str(tmp_path / "results"), "methods": {"dense_vi": [1.0]}}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    runs = grid.runs_root(config)
+    seed0, seed1 = (runs / p for p in sorted(grid.run_grid(config)))
+    shutil.copytree(finished_run, seed0)
+    # seed 1 lives on another disk, linked into the results directory; one of its result files is damaged
+    elsewhere = tmp_path / "other_disk" / "seed1"
+    shutil.copytree(finished_run, elsewhere)
+    metrics = json.loads((elsewhere / "metrics.json").read_text())
+    metrics["seed"] = metrics["config"]["seed"] = 1
+    (elsewhere / "metrics.json").write_text(json.dumps(metrics))
+    predictions = bytearray((elsewhere / "predictions.pt").read_bytes())
+    predictions[len(predictions) // 2] ^= 0xFF
+    (elsewhere / "predictions.pt").write_bytes(bytes(predictions))
+    seed1.symlink_to(elsewhere, target_is_directory=True)
+    (runs / "digits" / "loop").symlink_to(runs, target_is_directory=True)  # a cycle: followed once, not forever
+    assert main(["verify", str(tmp_path / "results")]) == 1
+    out = capsys.readouterr().out
+    assert f"damaged: {seed1 / 'predictions.pt'} is damaged (its SHA256 differs" in out
+    assert "verified 2 finished run(s)" in out and ": 1 damaged file(s)" in out
+    folder = status_lines(capsys, "--full", str(tmp_path / "results"))
+    by_config = status_lines(capsys, "--full", "--config", str(path))
+    assert folder[0] == by_config[0] == 1
+    assert folder[1][0] == by_config[1][0] == "2 runs: 1 finished, 1 damaged"
+    assert any(line.startswith("damaged") and str(seed1) in line for line in folder[1])
+
+
+def test_status_into_a_closed_pipe_ends_quietly(tmp_path):
+    import os
+    import subprocess
+    for k in range(3):
+        (tmp_path / f"run{k}").mkdir()
+        write_progress(tmp_path / f"run{k}", phase="training", epoch=1, epochs=5)
+    read, write = os.pipe()
+    os.close(read)  # `ssvi status | head -1` once head has gone
+    try:
+        result = subprocess.run([sys.executable, "-m", "ssvi", "status", str(tmp_path)], cwd=REPO, stdout=write,
+                                stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write)
+    assert result.stderr == "" and result.returncode == 141, result.stderr
+
+
+def test_a_run_whose_evaluation_failed_is_failed(finished_run, tmp_path, capsys, monkeypatch):
+    from ssvi import files
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out, ignore=shutil.ignore_patterns("run.lock"))
+    real = files.write_bytes
+
+    def full_disk_for_the_evaluation(path, data):
+        if Path(path).name == "ood_shift.json":
+            raise files.DiskFullError(Path(path))
+        return real(path, data)
+
+    monkeypatch.setattr(files, "write_bytes", full_disk_for_the_evaluation)
+    assert main(["evaluate", "--run", str(out)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("ssvi: error: no space left on ") and "ood_shift.json" in error
+    monkeypatch.undo()
+    code, lines = status_lines(capsys, str(out))
+    assert code == 1 and lines[0] == "1 runs: 1 failed", lines
+    assert lines[1].startswith("failed") and error in lines[1] and "training finished: acc " in lines[1]
+    code, lines = status_lines(capsys, "--failed", str(out))
+    assert code == 1 and len(lines) == 2 and error in lines[1]
+    # evaluated after all: finished
+    assert main(["evaluate", "--run", str(out)]) == 0
+    assert status_lines(capsys, str(out))[1][0] == "1 runs: 1 finished"

@@ -5,6 +5,7 @@ tables-only target, and a small end-to-end run (slow).
 """
 
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -289,3 +290,74 @@ def test_the_aggregation_declares_every_file_it_writes(tmp_path):
     result = snakemake("-n", str(tables / "runs.csv"), str(tables / "claims.json"), "--configfile", str(config))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "rule aggregate:" in result.stdout + result.stderr
+
+
+def test_an_ensemble_entry_without_density_is_one_line(tmp_path):
+    from ssvi.config import ConfigError
+    config = {**ONE_RUN, "ensembles": [{"method": "ssvi", "groups": [[0, 1]]}]}
+    message = ("ensembles entry ssvi has no density: give each member's density (e.g. density: 0.05); only dense_vi "
+               "ensembles go without one")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        grid.run_grid(config)
+    path = write_config(tmp_path, config)
+    result = snakemake("-n", "--configfile", str(path))
+    text = result.stdout + result.stderr
+    assert result.returncode != 0 and message in text.splitlines(), text[-3000:]
+    assert "KeyError" not in text and "rule train" not in text
+    result = subprocess.run([sys.executable, "-m", "ssvi", "status", "--config", str(path)], cwd=REPO,
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.splitlines() == [f"ssvi: error: {message}"], result.stderr
+    # dense_vi needs none: its members are dense
+    assert len(grid.run_grid({**ONE_RUN, "ensembles": [{"method": "dense_vi", "groups": [[0, 1]]}]})) == 2
+
+
+BLOCK_IMPORT = '''
+import sys
+
+class BlockImport:
+    """This environment as if the package {name} were not installed."""
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "{name}":
+            raise ModuleNotFoundError("No module named '{name}'", name=name)
+        return None
+
+sys.meta_path.insert(0, BlockImport())
+'''
+
+NEEDS_A_PACKAGE = '''
+from ssvi.methods import Method, register_method
+
+
+@register_method("needs_a_package")
+class NeedsAPackage(Method):
+    """Dense VI that needs a package this environment does not have."""
+    required_packages = ("ssvi_test_package_not_installed",)
+'''
+
+
+@pytest.mark.parametrize("setting", ["tensorboard", "required_packages"])
+def test_optional_packages_are_checked_at_dag_build(tmp_path, setting):
+    env = dict(os.environ)
+    if setting == "tensorboard":
+        blocker = tmp_path / "blocker"
+        blocker.mkdir()
+        (blocker / "sitecustomize.py").write_text(BLOCK_IMPORT.replace("{name}", "tensorboard"))
+        env["PYTHONPATH"] = str(blocker)
+        config = {**ONE_RUN, "run": {**ONE_RUN["run"], "tensorboard": True}}
+        expected = "tensorboard: true needs the Python package 'tensorboard', which is not installed for "
+    else:
+        plugins = tmp_path / "plugins"
+        plugins.mkdir()
+        (plugins / "needs_a_package.py").write_text(NEEDS_A_PACKAGE)
+        env["SSVI_EXTRA_BASELINES"] = str(plugins)
+        config = {**ONE_RUN, "methods": {"needs_a_package": [1.0]}}
+        expected = ("method: needs_a_package needs the Python package 'ssvi_test_package_not_installed', which is "
+                    "not installed for ")
+    result = subprocess.run(["timeout", "300", SNAKEMAKE, "-n", "--configfile", str(write_config(tmp_path, config))],
+                            cwd=REPO, capture_output=True, text=True, env=env)
+    text = result.stdout + result.stderr
+    assert result.returncode != 0, text[-3000:]
+    [line] = [line for line in text.splitlines() if expected in line]
+    assert "(run digits/resnet18/" in line and line.endswith("install it into this environment (pip install "
+                                                              "<package>), or change the setting")
+    assert "rule train" not in text

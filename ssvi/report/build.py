@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..files import write_json
+from ..files import DiskFullError, make_directory, write_json, write_text
 from .benchmark import QUESTIONS, declared_questions
 from .claims import BENCHMARK, DECLARED, ORDER, ClaimData, evaluate_claims
 from .columns import INCONCLUSIVE, NOT_TESTED
@@ -130,8 +130,7 @@ def aggregate(config: dict, out, run_dirs=None, expected=DEFAULT_EXPECTED, allow
               require_eval: bool = False, allow_stale: bool = False) -> dict[str, Table]:
     """Load the runs and their ood_shift.json, write every table (+ runs.csv, claims.json) into ``out``;
     return {name: Table}. Raises MissingRunsError, StaleRunsError, MissingEvalError, EvalFileError."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_directory(out)
     run_set = load_runs(config, run_dirs, allow_missing, allow_stale)
     evals = load_evaluations(run_set.runs, require_eval)
     run_set.runs["evaluated"] = [(Path(d) / EVAL_FILE).is_file() for d in run_set.runs["run_dir"]]
@@ -146,11 +145,14 @@ def aggregate(config: dict, out, run_dirs=None, expected=DEFAULT_EXPECTED, allow
         if not ensemble_evals.shift.empty else evals.shift
     tables, claims = build_tables(runs, config, expected, evals, run_set.curves)
     with_notes(tables, run_set, ensemble_notes)
-    finite_frame(runs).to_csv(out / "runs.csv", index=False)
-    for table in tables:
-        write_table(table, out)
-    write_json(out / "claims.json", strict_json({"n_runs": len(runs), "config": config.get("claims", {}),
-                                                 "missing_runs": run_set.missing, "stale_runs": run_set.stale,
-                                                 "ensembles_left_out": ensemble_notes, "claims": claims}))
+    try:
+        write_text(out / "runs.csv", finite_frame(runs).to_csv(index=False))
+        for table in tables:
+            write_table(table, out)
+        write_json(out / "claims.json", strict_json({"n_runs": len(runs), "config": config.get("claims", {}),
+                                                     "missing_runs": run_set.missing, "stale_runs": run_set.stale,
+                                                     "ensembles_left_out": ensemble_notes, "claims": claims}))
+    except DiskFullError as error:
+        raise error.advise("the aggregation writes every table again") from None
     log.info("%d runs and ensembles -> %d tables in %s", len(runs), len(tables), out)
     return {t.name: t for t in tables}

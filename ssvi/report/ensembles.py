@@ -44,25 +44,25 @@ def ensemble_dir(spec: dict, group: list[int]) -> str:
             f"seeds{'+'.join(map(str, group))}")
 
 
-def _member_rows(runs: pd.DataFrame, dirs: list[str]) -> pd.DataFrame | None:
-    rows = runs.set_index("run_dir").reindex(dirs)
-    return None if rows["dataset"].isna().any() else rows
-
-
 def build_ensembles(config: dict, run_set: RunSet) -> tuple[pd.DataFrame, Evaluations, list[str]]:
     """Runs-table rows of every ensemble whose members all finished, their OOD / shift evaluations, and notes
     (ensembles left out, evaluations not available)."""
-    root = grid.runs_root(config)
     runs, rows, ood, shift, notes = run_set.runs, [], [], [], []
+    # members by grid path among the runs aggregated: where results_dir was when the config was written
+    # (a results directory copied or moved since) decides nothing
+    finished = {grid.grid_path(d): d for d in runs["run_dir"]} if not runs.empty else {}
+    unfinished = {grid.grid_path(d) for d in run_set.missing}
     for spec in grid.ensemble_specs(config):
         label = ensemble_label(spec["method"], spec["members"], spec["density"])
         for index, (group, paths) in enumerate(zip(spec["groups"], spec["paths"])):
-            dirs = [str(root / path) for path in paths]
-            members = _member_rows(runs, dirs)
             name = ensemble_dir(spec, group)
-            if members is None:
-                notes.append(f"{name} left out: not every member run has finished")
+            absent = [path for path in paths if path not in finished]
+            if absent:
+                why = "have not finished" if set(absent) <= unfinished else "are not among the runs aggregated"
+                notes.append(f"{name} left out: member run(s) {', '.join(absent)} {why}")
                 continue
+            dirs = [finished[path] for path in paths]
+            members = runs.set_index("run_dir").loc[dirs]
             rows.append(_ensemble_row(spec, label, index, name, members, dirs, run_set))
             evaluation = _ensemble_evaluation(name, dirs, run_set)
             if evaluation is None:

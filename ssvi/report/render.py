@@ -2,8 +2,8 @@
 
 Takes a ``Table`` (``data``: the numbers, a plain DataFrame, written as CSV; ``display``: the formatted
 cells; ``caption``); gives ``<name>.csv``, ``<name>.md`` (one sub-table per ``blocks`` value) and
-``<name>.tex``. The helpers ``pm``, ``pm_columns``, ``n_cell`` and ``caption`` make the display cells and
-captions the table builders use.
+``<name>.tex`` (each written atomically). The helpers ``pm``, ``pm_columns``, ``n_cell`` and ``caption`` make
+the display cells and captions the table builders use.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..files import write_text
 from .columns import ECE_NOTE, FLOPS_NOTE, FORMATS, LABELS, STD_NOTE
 from .stats import EXACT_METRICS
 
@@ -137,8 +138,9 @@ def finite_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_table(table: Table, out: Path) -> list[Path]:
+    """The table's three files, each rendered first and written atomically (:mod:`ssvi.files`): a full or
+    read-only file system is one error, and no file is left half-written."""
     paths = [Path(out) / f"{table.name}.{ext}" for ext in ("csv", "md", "tex")]
-    finite_frame(table.data).to_csv(paths[0], index=False)
-    paths[1].write_text(to_markdown(table))
-    paths[2].write_text(to_latex(table))
+    for path, text in zip(paths, (finite_frame(table.data).to_csv(index=False), to_markdown(table), to_latex(table))):
+        write_text(path, text)
     return paths

@@ -22,11 +22,13 @@ rule resolved_config:
     output:
         RESOLVED_CONFIG,
     params:
-        resolved=json.dumps(config, sort_keys=True, indent=1),  # a changed config re-runs the aggregation
+        resolved=RESOLVED_TEXT,  # a changed config re-runs the aggregation
     log:
         f"{RESULTS}/logs/resolved_config.log",
     run:
-        Path(output[0]).write_text(params.resolved)
+        from ssvi.files import write_text
+
+        write_text(output[0], params.resolved)
 
 
 rule aggregate:

@@ -1,4 +1,5 @@
 # Config validation, the run grid and input functions: the one place that knows paths and grids.
+import hashlib
 import json
 import shlex
 import sys
@@ -10,6 +11,8 @@ sys.path.insert(0, str(Path(workflow.basedir)))                         # the ss
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))  # grid.py
 import grid  # noqa: E402
 from ssvi.config import ConfigError, RunConfig, coerce_numbers, load_yaml, results_config  # noqa: E402
+from ssvi.locks import hold_results_directory, release_results_directory  # noqa: E402
+from ssvi.packages import check_installed  # noqa: E402
 from ssvi.report.build import EXTRA_FILES as AGGREGATE_EXTRA_FILES, TABLE_NAMES  # noqa: E402
 from ssvi.rundir import METRICS, damaged_files  # noqa: E402
 from ssvi.shift import datasets_to_verify  # noqa: E402
@@ -32,6 +35,10 @@ RESULTS = config.get("results_dir", "results")
 TABLES_DIR = f"{RESULTS}/tables"
 FIGURES_DIR = f"{RESULTS}/figures"
 RESOLVED_CONFIG = f"{TABLES_DIR}/workflow_config.json"
+# the config the aggregation reads, without results_dir: where the results directory is (copied or moved since)
+# decides nothing, and a copy's file stays valid; its digest lets the aggregation refuse a stale one
+RESOLVED_TEXT = json.dumps({k: v for k, v in config.items() if k != "results_dir"}, sort_keys=True, indent=1)
+RESOLVED_SHA256 = hashlib.sha256(RESOLVED_TEXT.encode()).hexdigest()
 EXPECTED_VALUES = "results/expected/paper.yaml"
 DATA_DIR = config.get("data_dir", "data")
 RESOURCES = config.get("resources", {})
@@ -52,6 +59,15 @@ def _expected_configs():
 
 
 EXPECTED = _expected_configs()
+
+
+def _check_packages():
+    """Optional packages (a method's required_packages, TensorBoard for `tensorboard: true`) of every run that is
+    not finished and evaluated: missing, they stop the DAG here instead of failing inside each job."""
+    pending = {path: EXPECTED[path] for path in RUNS
+               if not all(Path(run_file(path, name)).exists() for name in (METRICS, "ood_shift.json"))}
+    check_installed(pending)
+
 
 
 def _check_finished_runs():
@@ -152,7 +168,8 @@ def all_outputs():
 def aggregate_command(threads):
     """workflow/scripts/aggregate.py over every run of the grid (all must be finished and evaluated)."""
     runs = [str(Path(metrics).parent) for metrics in all_metrics()]
-    return shell_words([PYTHON, "workflow/scripts/aggregate.py", "--config", RESOLVED_CONFIG, "--threads", threads,
+    return shell_words([PYTHON, "workflow/scripts/aggregate.py", "--config", RESOLVED_CONFIG,
+                        "--config-sha256", RESOLVED_SHA256, "--threads", threads,
                         "--expected", EXPECTED_VALUES, "--require-eval", "--out", TABLES_DIR, *runs])
 
 
@@ -170,4 +187,24 @@ def finished_runs_only(wildcards):
     return [RESOLVED_CONFIG, EXPECTED_VALUES]
 
 
+_check_packages()
 _check_finished_runs()
+
+
+# One workflow instance per results directory: Snakemake's own lock covers only its working directory, so two
+# checkouts whose configs name one results_dir would otherwise delete each other's outputs. The instance that
+# runs jobs holds RESULTS/workflow.lock (ssvi.locks: flock, dropped by the OS when the process ends) from before
+# its first job until it ends; a second one is refused here, before it deletes or schedules anything, naming the
+# holder. onstart runs only where jobs will run: not for dry runs (-n), --lint, --list-*, --summary, --dag,
+# --report or --unlock, and not in spawned or remote jobs (Snakemake starts those with --no-hooks).
+onstart:
+    if workflow.is_main_process:
+        hold_results_directory(RESULTS, workflow.basedir)
+
+
+onsuccess:
+    release_results_directory()
+
+
+onerror:
+    release_results_directory()

@@ -4,6 +4,7 @@ trains.
 
     python workflow/scripts/aggregate.py --config config/config.yaml --out results/tables [RUN_DIR ...]
         [--expected results/expected/paper.yaml] [--allow-missing] [--allow-stale] [--require-eval] [--threads N]
+        [--config-sha256 HEX]
 
 Without RUN_DIRs every run of the config's grid (``workflow/scripts/grid.py``) is read from
 ``<results_dir>/runs``. A run dir without ``metrics.json`` is an error naming it, unless
@@ -22,12 +23,15 @@ and ``<name>.tex`` ("mean ± std" cells under a caption); plus ``runs.csv`` and 
 ssvi.report.build.TABLE_NAMES (main, calibrated, paper_comparison, density_sweep, criteria, criteria_vs_mean,
 iou_/spearman_{start,middle,end}, robustness, robustness_spread, schedule_ablation, ood, shift,
 shift_corruptions, reliability, risk_coverage, claims, undecided).
-Exit code 2 with one ``aggregate: error: ...`` message for a user error.
+Every file is written atomically (``ssvi.files``). Exit code 2 with one ``aggregate: error: ...`` message for a
+user error: a damaged run, a full or read-only file system, or (``--config-sha256``, which the workflow passes)
+a ``--config`` file that is not the workflow's current resolved config.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import sys
@@ -43,6 +47,14 @@ from ssvi.errors import UserError  # noqa: E402
 from ssvi.report.build import aggregate  # noqa: E402
 from ssvi.report.paper import DEFAULT_EXPECTED  # noqa: E402
 from ssvi.report.runs import EVAL_FILE  # noqa: E402
+
+
+def check_config_digest(path: str, expected: str | None) -> None:
+    """The workflow's resolved config must be the one it wrote for the current config (not a stale copy that
+    Snakemake had no record of)."""
+    if expected and Path(path).is_file() and hashlib.sha256(Path(path).read_bytes()).hexdigest() != expected:
+        raise UserError(f"{path} is not this workflow's current config (written for another config); regenerate "
+                        f"it: delete it, or add --forcerun resolved_config to the snakemake command")
 
 
 def main(argv=None) -> int:
@@ -61,6 +73,8 @@ def main(argv=None) -> int:
                              "(default: such runs just have no OOD / shift values)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads of the recomputations (default: torch's choice)")
+    parser.add_argument("--config-sha256", metavar="HEX",
+                        help="refuse a --config file whose SHA-256 differs (the workflow's check of a stale copy)")
     parser.add_argument("run_dirs", nargs="*", help="finished run dirs (default: every run of the config's grid)")
     args = parser.parse_args(argv)
     if args.expected is not None and not args.expected.is_file():
@@ -70,6 +84,7 @@ def main(argv=None) -> int:
         import torch
         torch.set_num_threads(args.threads)
     try:
+        check_config_digest(args.config, args.config_sha256)
         config = coerce_numbers(load_yaml(args.config))  # YAML or JSON; "1e-3" read as a number
         tables = aggregate(config, args.out, args.run_dirs or None, args.expected or DEFAULT_EXPECTED,
                            args.allow_missing, args.require_eval, args.allow_stale)

@@ -134,7 +134,8 @@ def ensemble_specs(config: dict) -> list[dict]:
     member; dense_vi: 1), members (M), groups (lists of seeds: one ensemble each, disjoint) and their paths.
 
     Raises ssvi.config.ConfigError for a seed in two groups (members must not be shared by ensembles whose
-    spread is reported), groups of unequal size or of fewer than two members, or a method no run can have."""
+    spread is reported), groups of unequal size or of fewer than two members, a method no run can have, or an
+    entry without a density (dense_vi excepted)."""
     from ssvi.config import ConfigError
     specs = []
     for entry in config.get("ensembles") or []:
@@ -150,6 +151,9 @@ def ensemble_specs(config: dict) -> list[dict]:
             raise ConfigError(f"{where}: every group must have the same number (>= 2) of seeds, got {groups}")
         if entry["method"] == "posthoc":
             raise ConfigError(f"{where}: post-hoc runs have variants per fine-tuning epochs; ensemble another method")
+        if entry["method"] != "dense_vi" and entry.get("density") is None:
+            raise ConfigError(f"ensembles entry {entry['method']} has no density: give each member's density (e.g. "
+                              "density: 0.05); only dense_vi ensembles go without one")
         density = 1.0 if entry["method"] == "dense_vi" else float(entry["density"])
         for dataset in entry.get("datasets") or config["datasets"]:
             for arch in entry.get("archs") or config["archs"]:
