@@ -31,6 +31,7 @@ BN_SEED_OFFSET = 104_729  # the re-estimation pass's batches come from their own
 
 @register_method("posthoc")
 class PostHoc(Method):
+    init_from_run = True
     extra_keys = frozenset({BN_REESTIMATION})
 
     @classmethod

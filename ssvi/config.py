@@ -166,7 +166,7 @@ class RunConfig:
             _check_range(key, getattr(self, key), low, high, low_open=low_open)
         for key in ("batch_size", "delta_t", "num_samples", "eval_batch_size"):
             _check_int(key, getattr(self, key), 1)
-        _check_int("epochs", self.epochs, 0 if self.method == "posthoc" else 1)
+        _check_int("epochs", self.epochs, 0 if get_method(self.method).init_from_run else 1)
         _check_int("seed", self.seed, 0, SEED_LIMIT - 1)
         if self.image_size is not None:
             _check_int("image_size", self.image_size, 4)
