@@ -29,6 +29,7 @@ prediction costs one forward (f_S) plus the GLM predictive's extra work (counted
 """
 
 import copy
+import math
 import time
 import warnings
 from pathlib import Path
@@ -42,7 +43,7 @@ from ssvi.evaluate import EVAL_SEED_OFFSET, predict
 from ssvi.layers import BayesLinear, bayesian_layers, set_mode
 from ssvi.methods import FITTED, Method, register_method
 from ssvi.metrics import classification_metrics
-from ssvi.rundir import check_finished, load_final
+from ssvi.rundir import check_finished, load_final, recorded_train_time
 from ssvi.subspace import select_sparse_layers
 
 SOURCES = {"deterministic_sparse": "at this run's density", "deterministic": "at density 1"}
@@ -81,17 +82,22 @@ class TrainingBatches:
                                     augment=False, generator=None, device=self.device))
 
 
-def counted_flops(fn) -> float:
-    """FLOPs of ``fn()`` by FlopCounterMode, eigendecompositions included (9 n^3 each)."""
+def counted_flops(fn, densities: dict[str, float]) -> float:
+    """FLOPs of ``fn()`` by FlopCounterMode, eigendecompositions included (9 n^3 each), with the work of each
+    sparsified layer (module name ending in a key of ``densities``) re-priced at its density: the suite's
+    convention, which counts a masked layer's products at their active fraction."""
     from torch.utils.flop_counter import FlopCounterMode
 
     def eigh(a_shape, *args, **kwargs):
-        n = a_shape[-1]
-        return EIGH_FLOPS_PER_N3 * n**3 * (torch.Size(a_shape[:-2]).numel() if len(a_shape) > 2 else 1)
+        return EIGH_FLOPS_PER_N3 * a_shape[-1] ** 3 * math.prod(a_shape[:-2])
 
     with FlopCounterMode(display=False, custom_mapping={torch.ops.aten._linalg_eigh: eigh}) as counter:
         fn()
-    return float(counter.get_total_flops())
+    counts = counter.get_flop_counts()
+    total = float(counter.get_total_flops())
+    for name, density in densities.items():
+        total -= (1 - density) * sum(sum(counts[key].values()) for key in counts if key.endswith("." + name))
+    return total
 
 
 def evaluation_generator(seed: int, device) -> torch.Generator:
@@ -153,27 +159,31 @@ class LastLayerLaplace(Method):
 
     def finalize(self, run):
         started = time.perf_counter()
+        data = run.data
         self.la = self._laplace(run.model)
-        batches = TrainingBatches(run.data, self.cfg.batch_size, run.device)
-
-        def fit():
-            self.la.fit(batches)
-            with warnings.catch_warnings():  # the library reminds that link_approx defaults to probit
-                warnings.simplefilter("ignore", UserWarning)
-                self.la.optimize_prior_precision(method="marglik", pred_type="glm", link_approx="probit")
-
-        measured = counted_flops(fit)
-        profile, forwards = self.ctx.profile, len(run.data.y_train) + 1  # the library also probes one example
-        fit_flops = measured - forwards * (profile.dense_forward - profile.forward(self.densities()))
-        run.train_flops += fit_flops
-        x1 = run.data.x_test[:1]
-        one = counted_flops(lambda: self._samples(x1, run.data.mean, run.data.std, 1, run.device))
+        self.la.fit(TrainingBatches(data, self.cfg.batch_size, run.device))
+        with warnings.catch_warnings():  # the library reminds that link_approx defaults to probit
+            warnings.simplefilter("ignore", UserWarning)
+            marglik_flops = counted_flops(lambda: self.la.optimize_prior_precision(
+                method="marglik", pred_type="glm", link_approx="probit"), self.densities())
         seconds = time.perf_counter() - started
         run.wall_time += seconds
-        self.fit_info = {"train_flops": fit_flops, "seconds": seconds, "examples": len(run.data.y_train),
-                         "prior_precision": float(self.la.prior_precision),
-                         "prediction_flops_beyond_forward": one - profile.dense_forward,
-                         "probit": self._probit_scores(run)}
+        fit_flops = self._fit_flops(run) + marglik_flops
+        run.train_flops += fit_flops
+        prediction = counted_flops(lambda: self._samples(data.x_test[:1], data.mean, data.std, 1, run.device),
+                                   self.densities())
+        self.fit_info = {"train_flops": fit_flops, "marglik_flops": marglik_flops, "seconds": seconds,
+                         "examples": len(data.y_train), "prior_precision": float(self.la.prior_precision),
+                         "prediction_flops": prediction, "probit": self._probit_scores(run)}
+
+    def _fit_flops(self, run) -> float:
+        """FLOPs of ``fit`` over the training set: a fit on its first batch, counted (FlopCounterMode slows every
+        operation, so the real fit runs without it), scaled to every example."""
+        batches = TrainingBatches(run.data, self.cfg.batch_size, run.device)
+        first = next(iter(batches))
+        replica = self._laplace(run.model)
+        one_batch = type("OneBatch", (), {"dataset": batches.dataset, "__iter__": lambda _: iter([first])})()
+        return counted_flops(lambda: replica.fit(one_batch), self.densities()) * len(batches.dataset) / len(first[1])
 
     def _samples(self, x, mean, std, batch_size, device) -> torch.Tensor:
         generator = evaluation_generator(self.cfg.seed, device)
@@ -196,33 +206,25 @@ class LastLayerLaplace(Method):
         return {k: classification_metrics(probs, d.y_test)[k] for k in ("acc", "nll", "ece")}
 
     def prediction_flops(self):
-        return self.ctx.profile.forward(self.densities()) + self.fit_info["prediction_flops_beyond_forward"]
+        return self.fit_info["prediction_flops"]
 
     def initial_train_flops(self):
         return float(self.source_metrics["train_flops"])
 
     def initial_train_time(self):
-        m = self.source_metrics
-        return float(m.get("train_time_s", m.get("provenance", {}).get("wall_time_s", 0.0)))
+        return recorded_train_time(self.source_metrics)
 
     # ---- the fitted posterior: stored with the final model, restored for a re-evaluation -------------------
     def posterior_state(self):
-        la = self.la
-        return {"kron": [list(factors) for factors in la.H.kfacs], "mean": la.mean, "prior_precision": la.prior_precision,
-                "loss": float(la.loss), "n_data": la.n_data, "n_outputs": la.n_outputs,
-                "sigma_noise": la.sigma_noise, "temperature": la.temperature, "last_layer": self.last_layer}
+        """The library's own state dict (Kronecker factors, MAP mean, prior precision, ...), its likelihood enum
+        left out (the run is a classification)."""
+        return {k: v for k, v in self.la.state_dict().items() if k != "likelihood"}
 
     def load_posterior_state(self, state):
         if not state:
             return
-        from laplace.utils import Kron
         self.la = self._laplace(self.model)
-        self.la.load_state_dict({
-            "mean": state["mean"], "H": Kron([list(f) for f in state["kron"]]), "loss": state["loss"],
-            "prior_mean": self.la.prior_mean, "prior_precision": state["prior_precision"],
-            "sigma_noise": state["sigma_noise"], "n_data": state["n_data"], "n_outputs": state["n_outputs"],
-            "likelihood": self.la.likelihood, "temperature": state["temperature"], "enable_backprop": False,
-            "cls_name": type(self.la).__name__, "data": None, "_last_layer_name": state["last_layer"]})
+        self.la.load_state_dict({**state, "likelihood": self.la.likelihood})
 
     def state_dict(self):
         return {**super().state_dict(), "fit_info": self.fit_info}

@@ -96,9 +96,10 @@ def study_seeds(config: dict, study: dict) -> list[int]:
 
 
 def _main_runs(config: dict) -> list[RunSpec]:
+    method_archs = config.get("method_archs") or {}
     return [run for dataset in config["datasets"] for arch in config["archs"]
-            for method, densities in config["methods"].items() for density in densities
-            for seed in main_seeds(config, arch)
+            for method, densities in config["methods"].items() if arch in method_archs.get(method, [arch])
+            for density in densities for seed in main_seeds(config, arch)
             for run in _runs_of(config, dataset, arch, method, density, seed)]
 
 
@@ -221,9 +222,13 @@ def _refuse_collision(path: str, first: dict, second: dict):
 
 
 def run_overrides(config: dict, run: RunSpec) -> dict:
-    """The full set of run-config values for ``python -m ssvi train`` (excluding the data directory)."""
+    """The full set of run-config values for ``python -m ssvi train`` (excluding the data directory); a method's
+    ``method_options`` (its ``extra`` keys) join every run of that method."""
     values = {**config.get("run", {}), "method": run.method, "dataset": run.dataset, "arch": run.arch,
               "density": run.density, "seed": run.seed, **run.overrides}
+    options = (config.get("method_options") or {}).get(run.method)
+    if options:
+        values["extra"] = {**values.get("extra", {}), **options}
     source = source_run(config, run)
     if source is not None:
         values["init_from"] = str(runs_root(config) / source.path)
