@@ -36,6 +36,7 @@ def evaluate_posterior(run) -> tuple[dict, dict]:
     common = dict(mean=data.mean, std=data.std, batch_size=cfg.eval_batch_size, device=run.device)
     mean_probs = predict(run.model, data.x_test, data.y_test, mode="mean", **common)
     sample_probs = run.method.predictive_samples(run.model, data.x_test, **common)
+    run.test_samples = sample_probs
     predictive = sample_probs.mean(0)
     if not (torch.isfinite(predictive).all() and torch.isfinite(mean_probs).all()):
         raise diverged(cfg, "to weights whose predictions are non-finite")

@@ -218,11 +218,14 @@ def load_finished_run(run_dir: Path, data_dir: str | None, device: torch.device)
 
 
 def evaluate_run(run_dir: str | Path, data_dir: str | None = None, device: str = "auto", skip=(),
-                 threads: int | None = None, keep_probs: bool = False) -> dict:
+                 threads: int | None = None, keep_probs: bool = False, live=None) -> dict:
     """Evaluate every set of :func:`evaluation_sets` not in ``skip`` and write ``ood_shift.json`` (and with
     ``keep_probs`` the per-set probabilities ensembles need, ``eval_probs.pt``); a missing set raises
     DataMissingError before anything is computed or written. Holds the run's lock; computes on ``threads``
-    CPU threads (default: the run's own ``threads``)."""
+    CPU threads (default: the run's own ``threads``). ``live``: the run's :class:`ssvi.trainer.Run`, just trained
+    and evaluated in this process (``train --evaluate``), whose data, model, posterior and test-set samples are
+    used as they are instead of being reloaded and recomputed (the same numbers: the final model reloads
+    bit-identically and the samples come from the same seeded streams)."""
     run_dir = Path(run_dir)
     check_skip(skip)
     if not run_dir.is_dir():
@@ -230,7 +233,7 @@ def evaluate_run(run_dir: str | Path, data_dir: str | None = None, device: str =
                         "(the --out of a completed `python -m ssvi train`)")
     with run_directory_lock(run_dir, "ssvi evaluate"):
         try:
-            return _evaluate(run_dir, data_dir, device, skip, threads, keep_probs)
+            return _evaluate(run_dir, data_dir, device, skip, threads, keep_probs, live)
         except DiskFullError as error:
             raise error.advise(f"the evaluation is redone from the final model (python -m ssvi evaluate --run "
                                f"{run_dir}, or the run's train command)") from None
@@ -241,9 +244,14 @@ def evaluate_run(run_dir: str | Path, data_dir: str | None = None, device: str =
                               "written)", signum) from None
 
 
-def _evaluate(run_dir: Path, data_dir, device, skip, threads, keep_probs) -> dict:
-    torch_device = resolve_device(device)
-    metrics, data, model, method = load_finished_run(run_dir, data_dir, torch_device)
+def _evaluate(run_dir: Path, data_dir, device, skip, threads, keep_probs, live=None) -> dict:
+    if live is None:
+        torch_device = resolve_device(device)
+        metrics, data, model, method = load_finished_run(run_dir, data_dir, torch_device)
+        test_samples = None
+    else:
+        metrics = check_finished(run_dir)
+        torch_device, data, model, method, test_samples = live.device, live.data, live.model, live.method, live.test_samples
     cfg = metrics["config"]
     set_threads(threads or cfg.get("threads"))
     source_dir = data_dir or cfg["data_dir"]
@@ -257,14 +265,14 @@ def _evaluate(run_dir: Path, data_dir, device, skip, threads, keep_probs) -> dic
     kept: dict = {"ood": {}, "shift": {}}
     scores = [s for s in SCORES if not (point and s == "neg_mutual_info")]  # a point estimate has no epistemic part
 
-    def scored(x: torch.Tensor) -> tuple[dict, dict]:  # (what eval_probs.pt keeps, the scores)
-        sample_probs = samples(x)
+    def scored(x: torch.Tensor, known: torch.Tensor | None = None) -> tuple[dict, dict]:  # (eval_probs.pt's part, scores)
+        sample_probs = samples(x) if known is None else known
         parts = {"probs": sample_probs.mean(0), "expected_entropy": expected_entropy(sample_probs).float()}
         return parts, {name: value for name, value in uncertainty_scores(sample_probs).items() if name in scores}
 
     sets = evaluation_sets(data.name)
     not_evaluated = [name for name in sets if name in skip]
-    kept["test"], in_scores = scored(data.x_test)
+    kept["test"], in_scores = scored(data.x_test, test_samples)
     ood = {}
     for name in OOD_SETS.get(data.name, ()):
         if name in not_evaluated:

@@ -138,8 +138,8 @@ class Run:
     data: Dataset
     model: nn.Module
     method: Method
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.CosineAnnealingLR
+    optimizer: torch.optim.Optimizer | None       # None for a run that takes no step
+    scheduler: torch.optim.lr_scheduler.CosineAnnealingLR | None
     device: torch.device
     steps_per_epoch: int
     epoch: int = 0            # completed epochs
@@ -147,6 +147,7 @@ class Run:
     train_flops: float = 0.0  # this run's training FLOPs so far
     wall_time: float = 0.0    # training seconds so far, over all resumptions
     history: list | None = None
+    test_samples: torch.Tensor | None = None  # the evaluated predictive's K x N x C test probabilities (fp32)
 
 
 def set_threads(threads: int | None) -> None:
@@ -176,8 +177,11 @@ def build_run(cfg: RunConfig, data: Dataset | None = None) -> Run:
                        profile=flops.profile_model(model, (data.in_channels, data.image_size, data.image_size)),
                        generator=torch.Generator().manual_seed(cfg.seed), num_train=len(data.y_train))
     method.attach(model, ctx)
-    optimizer = method.build_optimizer(model)  # SGD with the recipe's two groups, or the method's own (IVON)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.epochs, 1), eta_min=0.0)
+    optimizer = scheduler = None
+    if total_steps:  # a run that takes no step (post-hoc without fine-tuning, Laplace) needs no optimiser, whose
+        # first use imports torch._dynamo (a fifth of such a job's time in its profile, docs/performance.md)
+        optimizer = method.build_optimizer(model)  # SGD with the recipe's two groups, or the method's own (IVON)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs, eta_min=0.0)
     return Run(cfg, data, model, method, optimizer, scheduler, device, steps_per_epoch, history=[])
 
 
@@ -297,8 +301,10 @@ class Position:
     text: str = "before training started"
 
 
-def run(cfg: RunConfig, out: str | Path, restart_on_config_change: bool = False) -> dict:
-    """Train and evaluate one run into ``out``; resume or skip if ``out`` already holds it.
+def run(cfg: RunConfig, out: str | Path, restart_on_config_change: bool = False, evaluated: list | None = None) -> dict:
+    """Train and evaluate one run into ``out``; resume or skip if ``out`` already holds it. ``evaluated``, when
+    given, receives the live :class:`Run` evaluated in this process (the OOD / shift evaluation of ``train
+    --evaluate`` goes on from it instead of reloading the run from disk).
 
     A run recorded in ``out`` with another config raises RunConflictError, or is deleted and started
     afresh with ``restart_on_config_change``. A finished run whose result files are damaged raises
@@ -315,7 +321,7 @@ def run(cfg: RunConfig, out: str | Path, restart_on_config_change: bool = False)
                 log.info("run in %s is already finished; nothing to do", out)
                 return result
             log.info("ssvi train: started (pid %d) in %s", os.getpid(), out)
-            return _train_and_evaluate(cfg, out, position)
+            return _train_and_evaluate(cfg, out, position, evaluated)
         except DivergedError as error:
             (out / CHECKPOINT).unlink(missing_ok=True)
             raise DivergedError(f"{error} and run again: no checkpoint was kept, since resuming it would "
@@ -336,7 +342,7 @@ def _signal_name(signum: int) -> str:
     return signal.Signals(signum).name
 
 
-def _train_and_evaluate(cfg: RunConfig, out: Path, position: Position) -> dict:
+def _train_and_evaluate(cfg: RunConfig, out: Path, position: Position, evaluated: list | None = None) -> dict:
     from .results import evaluate_posterior, restore_final, write_results
     text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
     if not (out / RESOLVED_CONFIG).is_file() or (out / RESOLVED_CONFIG).read_text() != text:
@@ -364,6 +370,8 @@ def _train_and_evaluate(cfg: RunConfig, out: Path, position: Position) -> dict:
     result = write_results(run_, out, metrics, predictions, kept_final_model=final_model)
     checkpoint.unlink(missing_ok=True)  # the final model holds everything a re-evaluation needs
     write_progress(out, phase="finished", epoch=run_.epoch, epochs=cfg.epochs)
+    if evaluated is not None:
+        evaluated.append(run_)
     log.info("finished: acc %.4f  nll %.4f  ece %.4f  ace %.4f  ece_ssvi %.4f  brier %.4f  train %.3g FLOPs  -> %s",
              result["acc"], result["nll"], result["ece"], result["ace"], result["ece_ssvi"], result["brier"],
              result["train_flops"], out / METRICS)
