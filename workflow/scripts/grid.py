@@ -165,7 +165,7 @@ def ensemble_specs(config: dict) -> list[dict]:
             raise ConfigError(f"{where}: every group must have the same number (>= 2) of seeds, got {groups}")
         if entry["method"] == "posthoc":
             raise ConfigError(f"{where}: post-hoc runs have variants per fine-tuning epochs; ensemble another method")
-        density = 1.0 if entry["method"] == "dense_vi" else float(entry["density"])
+        density = 1.0 if entry["method"] in DENSE_METHODS else float(entry["density"])
         for dataset in entry.get("datasets") or config["datasets"]:
             for arch in entry.get("archs") or config["archs"]:
                 members = [[RunSpec(dataset, arch, entry["method"], DEFAULT, density, seed) for seed in group]
