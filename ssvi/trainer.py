@@ -138,8 +138,8 @@ class Run:
     data: Dataset
     model: nn.Module
     method: Method
-    optimizer: torch.optim.Optimizer | None       # None for a run that takes no step
-    scheduler: torch.optim.lr_scheduler.CosineAnnealingLR | None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.CosineAnnealingLR
     device: torch.device
     steps_per_epoch: int
     epoch: int = 0            # completed epochs
@@ -177,11 +177,8 @@ def build_run(cfg: RunConfig, data: Dataset | None = None) -> Run:
                        profile=flops.profile_model(model, (data.in_channels, data.image_size, data.image_size)),
                        generator=torch.Generator().manual_seed(cfg.seed), num_train=len(data.y_train))
     method.attach(model, ctx)
-    optimizer = scheduler = None
-    if total_steps:  # a run that takes no step (post-hoc without fine-tuning, Laplace) needs no optimiser, whose
-        # first use imports torch._dynamo (a fifth of such a job's time in its profile, docs/performance.md)
-        optimizer = method.build_optimizer(model)  # SGD with the recipe's two groups, or the method's own (IVON)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs, eta_min=0.0)
+    optimizer = method.build_optimizer(model)  # SGD with the recipe's two groups, or the method's own (IVON)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.epochs, 1), eta_min=0.0)
     return Run(cfg, data, model, method, optimizer, scheduler, device, steps_per_epoch, history=[])
 
 
