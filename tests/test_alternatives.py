@@ -225,3 +225,25 @@ def test_sparse_vd_records_density_and_accuracy_before_and_after_removal(runs):
         if key.endswith(".mask"):
             prefix = key[: -len("mask")]
             assert not state[prefix + "weight_mu"][~mask].any()
+
+
+def test_the_grid_gives_laplace_its_source_and_a_method_its_options_and_archs():
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "workflow" / "scripts"))
+    import grid
+
+    config = {"datasets": ["digits"], "archs": ["resnet18", "vgg16"], "seeds": [0],
+              "methods": {"laplace": [1.0, 0.1], "ivon": [0.1], "mc_dropout": [0.1]},
+              "method_archs": {"laplace": ["resnet18"], "mc_dropout": ["resnet18"]},
+              "method_options": {"ivon": {"hess_init": 1.0}}, "run": {"epochs": 3}}
+    runs = grid.run_grid(config)
+    assert "digits/resnet18/deterministic/default/d1/seed0" in runs           # Laplace's dense source
+    assert "digits/resnet18/deterministic_sparse/default/d0.1/seed0" in runs  # and its sparse one
+    assert not any(path.startswith("digits/vgg16/laplace") or path.startswith("digits/vgg16/mc_dropout")
+                   for path in runs)
+    assert "digits/resnet18/mc_dropout/default/d1/seed0" in runs             # trains dense whatever the list says
+    laplace = grid.run_overrides(config, runs["digits/resnet18/laplace/default/d0.1/seed0"])
+    assert laplace["epochs"] == 0 and laplace["init_from"].endswith("deterministic_sparse/default/d0.1/seed0")
+    assert grid.run_overrides(config, runs["digits/vgg16/ivon/default/d0.1/seed0"])["extra"] == {"hess_init": 1.0}
+    for path, run_spec in runs.items():
+        grid.expected_config(config, run_spec)  # every run's config validates
