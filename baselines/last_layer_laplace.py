@@ -39,7 +39,7 @@ import torch.nn as nn
 
 from ssvi.batches import iterate_batches
 from ssvi.config import ConfigError
-from ssvi.evaluate import EVAL_SEED_OFFSET, predict
+from ssvi.evaluate import EVAL_SEED_OFFSET
 from ssvi.layers import BayesLinear, bayesian_layers, set_mode
 from ssvi.methods import FITTED, Method, register_method
 from ssvi.metrics import classification_metrics
