@@ -9,7 +9,7 @@ Networks", ICML 2017), written from the paper: it trains dense and ends sparse, 
       -KL(q || p) ~ k1 * sigmoid(k2 + k3 * log alpha) - 0.5 * log(1 + 1 / alpha) - k1      (:func:`neg_kl`)
 - Training: the local reparameterization trick (the suite's LRT forward), loss = cross-entropy +
   kl_weight / N_train * warm-up * sum of KL; kl_weight = 1 (the evidence lower bound; ``extra: {kl_weight}``),
-  warmed up linearly as in the suite's recipe (the paper also anneals it from 0 to 1).
+  warmed up linearly as in the suite's recipe.
 - After training every weight with log alpha > 3 (:data:`THRESHOLD`: alpha > e^3 ~ 20, a dropout rate above
   0.95) is removed: its mask entry, mu and rho become 0. The run's density is what remains, over every conv and
   linear layer (the paper prunes all of them, so the suite's layout options, e.g. a dense first conv, do not
