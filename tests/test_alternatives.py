@@ -247,3 +247,21 @@ def test_the_grid_gives_laplace_its_source_and_a_method_its_options_and_archs():
     assert grid.run_overrides(config, runs["digits/vgg16/ivon/default/d0.1/seed0"])["extra"] == {"hess_init": 1.0}
     for path, run_spec in runs.items():
         grid.expected_config(config, run_spec)  # every run's config validates
+
+
+def test_train_evaluate_goes_on_from_the_live_run_with_the_numbers_a_reload_gives(runs, tmp_path):
+    """``train --evaluate`` evaluates OOD and shift from the run it just trained (no reload); ``ssvi evaluate``
+    on a copy, which restores everything from the result files, writes the same results."""
+    root, _ = runs
+    live = tmp_path / "live"
+    sets = [f"--set={k}={json.dumps(v)}" for k, v in {**TINY, **_values(root, "ivon"), "epochs": 1}.items()]
+    assert main(["train", "--out", str(live), "--quiet", "--evaluate", "--keep-probs", *sets]) == 0
+    reloaded = tmp_path / "reloaded"
+    shutil.copytree(live, reloaded)
+    evaluate_run(reloaded, keep_probs=True)
+    first, second = (json.loads((d / "ood_shift.json").read_text()) for d in (live, reloaded))
+    for key in ("ood", "shift", "shift_by_severity", "num_samples", "not_evaluated"):
+        assert first[key] == second[key], key
+    a, b = (torch.load(d / "eval_probs.pt") for d in (live, reloaded))
+    assert torch.equal(a["test"]["probs"], b["test"]["probs"])
+    assert all(torch.equal(a["shift"][c]["probs"], b["shift"][c]["probs"]) for c in a["shift"])
