@@ -102,7 +102,8 @@ class RunConfig:
     sparse_shortcuts: bool = opt(True, 'sparsify 1x1 shortcut convs')
     sparse_classifier: bool = opt(True, 'sparsify the final linear layer')
     # --- two-stage methods ------------------------------------------------------------------------
-    init_from: str | None = opt(None, 'posthoc: the finished dense_vi run to compress; laplace: the finished point estimate to fit')
+    init_from: str | None = opt(None, 'posthoc: the finished dense_vi run to compress; '
+                                      'laplace: the finished point estimate to fit')
     # --- evaluation -------------------------------------------------------------------------------
     num_samples: int = opt(10, 'K posterior weight samples for the predictive (point-estimate methods: 1 forward)')
     eval_batch_size: int = opt(500, 'batch size of evaluation passes')
