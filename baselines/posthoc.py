@@ -20,7 +20,7 @@ import torch
 from ssvi.batchnorm import reestimate_batchnorm
 from ssvi.config import ConfigError
 from ssvi.methods import Method, register_method
-from ssvi.rundir import check_finished, load_final
+from ssvi.rundir import check_finished, load_final, recorded_train_time
 from ssvi.subspace import select_sparse_layers, set_masks, top_score_mask
 
 PRUNING_CRITERION = "snr"
@@ -31,6 +31,7 @@ BN_SEED_OFFSET = 104_729  # the re-estimation pass's batches come from their own
 
 @register_method("posthoc")
 class PostHoc(Method):
+    init_from_run = True
     extra_keys = frozenset({BN_REESTIMATION})
 
     @classmethod
@@ -100,3 +101,6 @@ class PostHoc(Method):
 
     def initial_train_flops(self) -> float:
         return float(self.dense_metrics["train_flops"])
+
+    def initial_train_time(self) -> float:
+        return recorded_train_time(self.dense_metrics)

@@ -248,9 +248,10 @@ def run_command(argv: list[str]) -> int:
     out = Path(args.out)
     make_run_directory(out)
     with run_directory_lock(out, "ssvi train" + (" --evaluate" if args.evaluate else "")):  # one lock, whole job
-        run(cfg, out, restart_on_config_change=args.restart_on_config_change)
+        evaluated = []  # the run, when it was evaluated in this process: the OOD / shift evaluation goes on from it
+        run(cfg, out, restart_on_config_change=args.restart_on_config_change, evaluated=evaluated)
         if args.evaluate:
             from .shift import evaluate_run
             evaluate_run(out, cfg.data_dir, cfg.device, skip=args.skip, threads=cfg.threads,
-                         keep_probs=args.keep_probs)
+                         keep_probs=args.keep_probs, live=evaluated[0] if evaluated else None)
     return 0

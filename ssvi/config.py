@@ -78,7 +78,7 @@ class RunConfig:
     seed: int = opt(0, 'seeds model init, masks, data order and LRT noise')
     density: float = opt(0.1, 'fraction of active weights in each sparsified layer; dense_vi uses 1')
     # --- optimisation (authors' script values) ------------------------------------------------
-    epochs: int = opt(200, 'posthoc: fine-tuning epochs (0 = pure post-hoc pruning)')
+    epochs: int = opt(200, 'posthoc: fine-tuning epochs (0 = pure post-hoc pruning); laplace: 0')
     batch_size: int = opt(128, 'training minibatch size')
     lr: float = opt(0.01, 'mu, BatchNorm and biases')
     lr_rho: float = opt(0.01, 'rho (its own group, no weight decay)')
@@ -102,7 +102,8 @@ class RunConfig:
     sparse_shortcuts: bool = opt(True, 'sparsify 1x1 shortcut convs')
     sparse_classifier: bool = opt(True, 'sparsify the final linear layer')
     # --- two-stage methods ------------------------------------------------------------------------
-    init_from: str | None = opt(None, 'posthoc: directory of the finished dense_vi run to compress')
+    init_from: str | None = opt(None, 'posthoc: the finished dense_vi run to compress; '
+                                      'laplace: the finished point estimate to fit')
     # --- evaluation -------------------------------------------------------------------------------
     num_samples: int = opt(10, 'K posterior weight samples for the predictive (point-estimate methods: 1 forward)')
     eval_batch_size: int = opt(500, 'batch size of evaluation passes')
@@ -166,7 +167,7 @@ class RunConfig:
             _check_range(key, getattr(self, key), low, high, low_open=low_open)
         for key in ("batch_size", "delta_t", "num_samples", "eval_batch_size"):
             _check_int(key, getattr(self, key), 1)
-        _check_int("epochs", self.epochs, 0 if self.method == "posthoc" else 1)
+        _check_int("epochs", self.epochs, 0 if get_method(self.method).init_from_run else 1)
         _check_int("seed", self.seed, 0, SEED_LIMIT - 1)
         if self.image_size is not None:
             _check_int("image_size", self.image_size, 4)

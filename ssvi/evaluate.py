@@ -1,15 +1,18 @@
 """Posterior evaluation (reference section 5): mean-weight prediction and the K-sample posterior predictive.
 
 The posterior predictive averages the softmax of K full weight samples; each sample
-theta = mu + sigma * eps is drawn once and kept fixed across the whole test set. A point-estimate method
-(``Method.posterior = "point"``) predicts with one forward pass of its weights: its "samples" are that one.
+theta = mu + sigma * eps is drawn once and kept fixed across the whole test set. Which samples a run's
+predictive averages is its method's (``Method.predictive_samples``: K weight samples of a Gaussian posterior,
+one forward pass of a point estimate, IVON's or Laplace's samples, dropout masks); these are the pieces.
 
     probs = predict(model, x, y, mean=..., std=..., mode="mean")
     samples = posterior_samples(model, x, y, mean=..., std=..., num_samples=10, generator=g)  # K x N x C
-    samples = predictive_samples(model, x, y, point=False, num_samples=10, seed=0, mean=..., std=...)
+    with seeded_global_rng(seed, device): ...   # samples drawn from torch's global generator (IVON, dropout)
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 import torch.nn as nn
@@ -55,20 +58,12 @@ def posterior_samples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, mea
     return torch.stack(samples)
 
 
-def predictive_samples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, point: bool, num_samples: int, seed: int,
-                       mean, std, batch_size: int = 500, device: str | torch.device = "cpu") -> torch.Tensor:
-    """The samples whose mean is the run's predictive: K posterior weight samples (the seeded generator every
-    evaluation of the run uses), or for a point estimate its one mean-weight prediction (1 x N x C)."""
-    common = dict(mean=mean, std=std, batch_size=batch_size, device=device)
-    if point:
-        return predict(model, x, y, mode="mean", **common)[None]
-    return posterior_samples(model, x, y, num_samples=num_samples, generator=posterior_generator(seed), **common)
-
-
-def num_predictive_samples(point: bool, num_samples: int) -> int:
-    return 1 if point else num_samples
-
-
-def predictive_description(point: bool, num_samples: int) -> str:
-    return ("point estimate: softmax of one forward pass with the trained weights" if point else
-            f"posterior predictive: mean softmax of {num_samples} weight samples")
+@contextlib.contextmanager
+def seeded_global_rng(seed: int, device: str | torch.device = "cpu"):
+    """torch's global generator (and the device's) seeded with the run's evaluation seed for the block, then
+    restored: samples a library draws from it (IVON's weights, dropout masks) are the same at every evaluation,
+    and training's random stream is left as it was."""
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed + EVAL_SEED_OFFSET)
+        yield

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from .layers import bayesian_layers, set_mode
 
@@ -58,6 +57,7 @@ class FlopProfile:
 @torch.no_grad()
 def profile_model(model: nn.Module, input_shape: tuple[int, int, int]) -> FlopProfile:
     """Count dense forward FLOPs of one ``input_shape`` (C, H, W) example, per Bayesian layer."""
+    from torch.utils.flop_counter import FlopCounterMode  # imports triton where installed: only when counting
     layers = bayesian_layers(model)
     modes = {name: layer.mode for name, layer in layers.items()}
     was_training = model.training

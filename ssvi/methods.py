@@ -18,6 +18,7 @@ error naming both.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import logging
@@ -35,13 +36,14 @@ import torch.nn as nn
 from . import flops
 from .config import ConfigError, RunConfig
 from .errors import UserError
-from .layers import BayesianLayer
+from .evaluate import posterior_generator, posterior_samples, predict
+from .layers import BayesianLayer, total_kl, variational_parameter_groups
+from .posterior import DROPOUT, FITTED, GAUSSIAN, OPTIMIZER, POINT, POSTERIORS, Posterior  # noqa: F401 (re-exported)
 from .subspace import (SparsityLayout, layer_densities, mask_gradients, mask_momentum, overall_density,
                        random_mask, select_sparse_layers, set_masks, subspace_update, zero_inactive)
 
 log = logging.getLogger("ssvi")
 
-GAUSSIAN, POINT = "gaussian", "point"  # Method.posterior: mean-field Gaussian (LRT, KL) or point weights
 METHODS: dict[str, type["Method"]] = {}
 DUPLICATES: dict[str, list[str]] = {}   # name -> every module that registered it (more than one)
 PLUGIN_FAILURES: dict[str, str] = {}    # plugin file -> why it failed to import
@@ -166,6 +168,7 @@ class TrainContext:
     t_end: int             # subspace updates / pruning stop at this step
     profile: flops.FlopProfile
     generator: torch.Generator  # seeded; for masks
+    num_train: int = 0          # training examples (IVON's effective sample size)
 
 
 class Method:
@@ -174,22 +177,32 @@ class Method:
     Hooks, in the order they are called:
       check_config(cfg)             classmethod, by RunConfig.validate: refuse settings (overrides call super())
       attach(model, ctx)            every start and resume: pick the sparse layers
+      build_optimizer(model)        every start and resume, after attach (IVON: the optimiser holds the posterior)
       initialize(model)             fresh start only: set initial masks / load weights
       needs_dense_gradient(step)    before the step's forward: True if step() will need the dense
                                     gradient of mu (the sparse kernels, run option sparse_kernel, give only
                                     the active entries' gradient, so such a step takes the dense path)
+      training_sample()             context of the step's forward and backward (IVON: one weight sample)
+      kl(model), kl_scale           the KL term of a variational posterior and its scale (kl_scale / N_train)
       step(step, optimizer) -> bool after backward(); True when the step was a subspace update
       train_flops_per_example(step) FLOPs of that training step per example
-      finalize(run)                 once, after the last epoch and before evaluation (e.g. BatchNorm repair)
+      optimizer_flops_per_step(step) FLOPs of the step's optimiser work beyond SGD's (IVON's sampling), per step
+      finalize(run)                 once, after the last epoch and before evaluation (e.g. BatchNorm repair,
+                                    Laplace's fit)
+      predictive_samples(...)       K x N x C probabilities whose mean is the predictive
+      posterior_state()             what the predictive needs besides the weights: stored with the final model
+      restore_posterior(...)        a finished run's posterior made ready to predict (ssvi evaluate)
       result_info()                 method-specific entries of metrics.json
 
     A method whose masks follow a schedule names it in ``mask_schedule`` and lists its steps in
     ``update_steps(delta_t)``; ``attach`` then refuses a run with fewer than ``min_subspace_updates`` of them.
 
-    The posterior is declared, not special-cased: ``posterior = "gaussian"`` (the default) trains with the
-    local reparameterization trick and the KL term and predicts by K weight samples; ``posterior = "point"``
-    trains and predicts with the mean weights only (one product per layer, no sigma, no KL, one forward
-    pass per prediction); the trainer and the evaluation read the declaration.
+    The posterior is declared, not special-cased: ``posterior`` names one of :data:`ssvi.posterior.POSTERIORS`
+    ("gaussian", the default: LRT + KL, K weight samples; "point": mean weights, one forward pass; "optimizer",
+    "fitted", "dropout": the posterior lives in the optimiser's state, is fitted after training, or comes from
+    dropout masks). The trainer, the FLOPs count and the evaluation read the declaration; the hooks above
+    supply the rest. ``required_packages`` lists the import names of libraries a method needs beyond the
+    suite's own (checked when the workflow builds its DAG).
     """
 
     name = "base"
@@ -200,6 +213,7 @@ class Method:
     # import names of the optional packages the method needs (e.g. ("laplace",)): checked at DAG build and by
     # `ssvi train` before anything runs (ssvi.packages)
     required_packages: tuple[str, ...] = ()
+    init_from_run = False  # starts from another finished run (run option init_from) and may train 0 epochs
 
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
@@ -211,6 +225,9 @@ class Method:
     def check_config(cls, cfg: RunConfig) -> None:
         """Raise ConfigError for settings this method cannot run with (called by RunConfig.validate).
         Overrides call ``super().check_config(cfg)``: it refuses ``extra`` keys the method does not read."""
+        if cls.posterior not in POSTERIORS:
+            raise ConfigError(f"method {cls.name!r} declares posterior={cls.posterior!r}, which is not a kind of "
+                              f"posterior; allowed: {', '.join(POSTERIORS)} (ssvi.posterior)")
         needed = cfg.min_subspace_updates
         if isinstance(needed, bool) or not isinstance(needed, int) or needed < 0:
             raise ConfigError(f"min_subspace_updates={needed!r} must be an integer >= 0")
@@ -221,18 +238,23 @@ class Method:
                               f"(it reads: {reads}); remove them or choose the method that reads them")
 
     @classmethod
+    def posterior_kind(cls) -> Posterior:
+        return POSTERIORS[cls.posterior]
+
+    @classmethod
     def is_point_estimate(cls) -> bool:
-        return cls.posterior == POINT
+        """One forward pass per prediction (no samples, no epistemic part)."""
+        return not cls.posterior_kind().sampled
 
     @property
     def forward_mode(self) -> str:
-        """The layers' forward mode in training: the LRT for a Gaussian posterior, the mean weights for a point one."""
-        return "mean" if self.is_point_estimate() else "lrt"
+        """The layers' forward mode in training: the LRT for a Gaussian posterior, the mean weights otherwise."""
+        return self.posterior_kind().training_mode
 
     @property
     def forward_products(self) -> int:
         """Products (convolutions / matmuls) per Bayesian layer in a training forward pass (FLOPs)."""
-        return 1 if self.is_point_estimate() else flops.LRT_FORWARD_FACTOR
+        return flops.LRT_FORWARD_FACTOR if self.forward_mode == "lrt" else 1
 
     @property
     def removal_criterion(self) -> str:
@@ -267,8 +289,34 @@ class Method:
             f"t_end={ctx.t_end} (t_end_frac={cfg.t_end_frac}), delta_t={cfg.delta_t}; {fix}, or set "
             "min_subspace_updates=0 to run it anyway")
 
+    def build_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        """The recipe's SGD with two parameter groups: mu, BatchNorm and biases with weight decay; rho with its own
+        lr and none (a posterior without sigma leaves rho untrained)."""
+        cfg = self.cfg
+        mu_and_deterministic, rho = variational_parameter_groups(model)
+        groups = [{"params": mu_and_deterministic, "lr": cfg.lr, "weight_decay": cfg.weight_decay}]
+        if self.posterior_kind().variational:
+            groups.append({"params": rho, "lr": cfg.lr_rho, "weight_decay": 0.0})
+        else:
+            for p in rho:
+                p.requires_grad_(False)
+        return torch.optim.SGD(groups, momentum=cfg.momentum)
+
     def initialize(self, model: nn.Module) -> None:
         """Fresh start only (on resume, masks and weights come from the checkpoint)."""
+
+    def training_sample(self) -> contextlib.AbstractContextManager:
+        """The context a training step's forward and backward run in (IVON: a weight sample of its posterior)."""
+        return contextlib.nullcontext()
+
+    @property
+    def kl_scale(self) -> float:
+        """The KL term's weight before the 1 / N_train scaling and the warm-up (run option kl_scale)."""
+        return self.cfg.kl_scale
+
+    def kl(self, model: nn.Module) -> torch.Tensor:
+        """The KL term of a variational posterior: closed-form KL to the N(0, prior_std^2) prior."""
+        return total_kl(model, self.cfg.prior_std)
 
     def masked_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         mask_gradients(self.layers)
@@ -298,17 +346,65 @@ class Method:
     def train_flops_per_example(self, step: int) -> float:
         return flops.sparse_step(self.ctx.profile, self.densities(), self.forward_products)
 
+    def optimizer_flops_per_step(self, step: int) -> float:
+        """FLOPs of the optimiser's own work in a step beyond SGD's update, which the convention leaves out."""
+        return 0.0
+
     def initial_train_flops(self) -> float:
         """Training FLOPs spent before this run started (two-stage methods)."""
         return 0.0
 
+    def initial_train_time(self) -> float:
+        """Training seconds spent before this run started (two-stage methods: the source run's)."""
+        return 0.0
+
     def finalize(self, run) -> None:
         """Once, after the last epoch and before evaluation (``run``: ssvi.trainer.Run). Add the FLOPs it
-        spends to ``run.train_flops``."""
+        spends to ``run.train_flops`` (and, for a fit, its seconds to ``run.wall_time``)."""
+
+    # ---- prediction -----------------------------------------------------------------------------
+    def num_predictive_samples(self) -> int:
+        return self.cfg.num_samples if self.posterior_kind().sampled else 1
+
+    def predictive_samples(self, model: nn.Module, x: torch.Tensor, *, mean, std, batch_size: int,
+                           device) -> torch.Tensor:
+        """K x N x C probabilities whose mean over K is the run's predictive: K weight samples of the Bayesian
+        layers from the seeded generator every evaluation of the run uses, or for a point estimate its one
+        forward pass (1 x N x C). Other kinds override this."""
+        common = dict(mean=mean, std=std, batch_size=batch_size, device=device)
+        y = torch.zeros(len(x), dtype=torch.long)
+        if self.posterior == POINT:
+            return predict(model, x, y, mode="mean", **common)[None]
+        if self.posterior != GAUSSIAN:
+            raise NotImplementedError(f"method {self.name!r} declares posterior {self.posterior!r} and must "
+                                      "implement predictive_samples")
+        return posterior_samples(model, x, y, num_samples=self.cfg.num_samples,
+                                 generator=posterior_generator(self.cfg.seed), **common)
+
+    def prediction_flops(self) -> float:
+        """FLOPs of one prediction per example: one forward at the final densities per sample."""
+        return self.num_predictive_samples() * self.ctx.profile.forward(self.densities())
+
+    def posterior_state(self) -> dict:
+        """What the predictive needs besides the model's weights (plain data and tensors), stored with the
+        final model; :meth:`load_posterior_state` reads it back."""
+        return {}
+
+    def load_posterior_state(self, state: dict | None) -> None:
+        pass
+
+    def restore_posterior(self, model: nn.Module, final_state: dict, device) -> None:
+        """Make a finished run's posterior ready to predict without building its training run (``ssvi
+        evaluate``): ``model`` holds the final weights on ``device``, ``final_state`` the state stored with them."""
+        self.model = model
+        if "method" in final_state:
+            self.load_state_dict(final_state["method"])
+        self.load_posterior_state(final_state.get("posterior"))
 
     def result_info(self) -> dict:
         """Method-specific entries of metrics.json (recorded beside the config)."""
-        return {"posterior": self.posterior, "removal_criterion": self.removal_criterion if self.layers else None}
+        return {"posterior": self.posterior, "posterior_description": self.posterior_kind().description,
+                "removal_criterion": self.removal_criterion if self.layers else None}
 
     def state_dict(self) -> dict:
         return {"records": self.records}

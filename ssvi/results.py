@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from . import flops
-from .evaluate import num_predictive_samples, predict, predictive_description, predictive_samples
+from .evaluate import predict
 from .files import file_record, save_torch, write_json
 from .metrics import METRIC_VARIANTS, OOD_METRIC_VARIANTS, classification_metrics
 from .provenance import provenance
@@ -32,11 +32,11 @@ def evaluate_posterior(run) -> tuple[dict, dict]:
     """Metrics of the predictive (K posterior samples, or one forward pass of a point estimate) and of the
     mean weights, the temperature-scaled view and the curves; and the raw predictions."""
     from .trainer import diverged
-    data, cfg, point = run.data, run.cfg, run.method.is_point_estimate()
+    data, cfg = run.data, run.cfg
     common = dict(mean=data.mean, std=data.std, batch_size=cfg.eval_batch_size, device=run.device)
     mean_probs = predict(run.model, data.x_test, data.y_test, mode="mean", **common)
-    sample_probs = predictive_samples(run.model, data.x_test, data.y_test, point=point, num_samples=cfg.num_samples,
-                                      seed=cfg.seed, **common)
+    sample_probs = run.method.predictive_samples(run.model, data.x_test, **common)
+    run.test_samples = sample_probs
     predictive = sample_probs.mean(0)
     if not (torch.isfinite(predictive).all() and torch.isfinite(mean_probs).all()):
         raise diverged(cfg, "to weights whose predictions are non-finite")
@@ -52,13 +52,15 @@ def evaluate_posterior(run) -> tuple[dict, dict]:
 def final_state(run) -> dict:
     """Everything but the weights that a re-evaluation of the finished run needs (plain data)."""
     return {"config": run.cfg.to_dict(), "epoch": run.epoch, "step": run.step, "train_flops": run.train_flops,
-            "wall_time": run.wall_time, "history": run.history, "method": run.method.state_dict()}
+            "wall_time": run.wall_time, "history": run.history, "method": run.method.state_dict(),
+            "posterior": run.method.posterior_state()}
 
 
 def restore_final(run, state_dict: dict, state: dict) -> None:
     """Load a finished run's final posterior and training state into a freshly built ``run``."""
     run.model.load_state_dict(state_dict)
     run.method.load_state_dict(state["method"])
+    run.method.load_posterior_state(state.get("posterior"))
     run.epoch, run.step, run.train_flops = state["epoch"], state["step"], state["train_flops"]
     run.wall_time, run.history = state["wall_time"], state["history"]
 
@@ -66,7 +68,6 @@ def restore_final(run, state_dict: dict, state: dict) -> None:
 def write_results(run, out: Path, metrics: dict, predictions: dict, kept_final_model: Path | None = None) -> dict:
     """Write the result files (``kept_final_model``: a re-evaluation keeps the final model it started from)."""
     cfg, method = run.cfg, run.method
-    point = method.is_point_estimate()
     final = file_record(kept_final_model) if kept_final_model else save_final(out, run.model.state_dict(), final_state(run))
     (out / LEGACY_MODEL).unlink(missing_ok=True)  # a legacy run's dense model, superseded by the compact one
     files = {FINAL_MODEL: final,
@@ -86,13 +87,16 @@ def write_results(run, out: Path, metrics: dict, predictions: dict, kept_final_m
         **method.result_info(),
         "train_flops": method.initial_train_flops() + run.train_flops,
         "train_flops_this_run": run.train_flops,
+        "train_time_s": method.initial_train_time() + run.wall_time,  # with a two-stage method's source run
         "test_flops": method.ctx.profile.forward(method.densities()),
+        "prediction_flops": method.prediction_flops(),
         "dense_test_flops": method.ctx.profile.dense_forward,
         "flops_unit": flops.UNIT,
         "training_products_per_layer": method.forward_products,
         "layer_densities": method.densities(),
-        "eval": {"mode": "final_epoch", "num_samples": num_predictive_samples(point, cfg.num_samples),
-                 "predictive": predictive_description(point, cfg.num_samples),
+        "eval": {"mode": "final_epoch", "num_samples": method.num_predictive_samples(),
+                 "predictive": f"mean softmax of {method.num_predictive_samples()} sample(s): "
+                               f"{method.posterior_kind().description}",
                  "mean_weight": "softmax with posterior-mean weights",
                  "temperature_scaled": metrics["temperature_scaled"]["rule"], "curves": CURVES_NOTE},
         "metric_variants": {**METRIC_VARIANTS, **{f"ood_{k}": v for k, v in OOD_METRIC_VARIANTS.items()}},

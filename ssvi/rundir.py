@@ -241,6 +241,11 @@ METRICS_KEYS = ("method", "dataset", "arch", "seed", "config", "acc")
 EVALUATION_KEYS = ("method", "dataset", "arch", "seed", "ood", "shift")
 
 
+def recorded_train_time(metrics: dict) -> float:
+    """A finished run's training seconds as its metrics.json records them (with its own source's, if any)."""
+    return float(metrics.get("train_time_s", metrics.get("provenance", {}).get("wall_time_s", 0.0)))
+
+
 def read_metrics(out: Path) -> dict:
     return read_json_file(Path(out) / METRICS, "the run's results", METRICS_KEYS)
 

@@ -44,9 +44,9 @@ import torch.nn.functional as F
 from .data import (CIFAR10C, CIFAR10C_CORRUPTIONS, DataMissingError, Dataset, describe_missing, load_cifar10c,
                    load_dataset, sample_photos)
 from .errors import Interrupted, Terminated, UserError, signal_of
-from .evaluate import num_predictive_samples, predictive_samples
+from .config import RunConfig
 from .files import DiskFullError, save_torch, write_json
-from .methods import POINT
+from .methods import create_method
 from .metrics import OOD_METRIC_VARIANTS, classification_metrics, expected_entropy, ood_metrics, uncertainty_scores
 from .models import create_model
 from .provenance import provenance
@@ -197,7 +197,8 @@ def shifted_sets(data: Dataset, data_dir: str, seed: int):
 # --------------------------------------------------------------------------------------------
 
 def load_finished_run(run_dir: Path, data_dir: str | None, device: torch.device):
-    """The metrics, test data and final model of the finished run in ``run_dir``, its result files checked."""
+    """The metrics, test data, final model and method (its posterior restored for prediction) of the finished
+    run in ``run_dir``, its result files checked."""
     if not run_dir.is_dir():
         raise UserError(f"{run_dir} does not exist; --run takes the directory of a finished run "
                         "(the --out of a completed `python -m ssvi train`)")
@@ -208,16 +209,23 @@ def load_finished_run(run_dir: Path, data_dir: str | None, device: torch.device)
     cfg = metrics["config"]
     data = load_dataset(cfg["dataset"], data_dir or cfg["data_dir"], image_size=cfg["image_size"])
     model = create_model(cfg["arch"], data.num_classes, cfg["width"], data.in_channels, bayesian=True)
-    model.load_state_dict(load_final(run_dir, "cpu")[0])
-    return metrics, data, model.to(device)
+    state_dict, final_state = load_final(run_dir, "cpu")
+    model.load_state_dict(state_dict)
+    model = model.to(device)
+    method = create_method(RunConfig.from_dict(cfg))
+    method.restore_posterior(model, final_state, device)
+    return metrics, data, model, method
 
 
 def evaluate_run(run_dir: str | Path, data_dir: str | None = None, device: str = "auto", skip=(),
-                 threads: int | None = None, keep_probs: bool = False) -> dict:
+                 threads: int | None = None, keep_probs: bool = False, live=None) -> dict:
     """Evaluate every set of :func:`evaluation_sets` not in ``skip`` and write ``ood_shift.json`` (and with
     ``keep_probs`` the per-set probabilities ensembles need, ``eval_probs.pt``); a missing set raises
     DataMissingError before anything is computed or written. Holds the run's lock; computes on ``threads``
-    CPU threads (default: the run's own ``threads``)."""
+    CPU threads (default: the run's own ``threads``). ``live``: the run's :class:`ssvi.trainer.Run`, just trained
+    and evaluated in this process (``train --evaluate``), whose data, model, posterior and test-set samples are
+    used as they are instead of being reloaded and recomputed (the same numbers: the final model reloads
+    bit-identically and the samples come from the same seeded streams)."""
     run_dir = Path(run_dir)
     check_skip(skip)
     if not run_dir.is_dir():
@@ -225,7 +233,7 @@ def evaluate_run(run_dir: str | Path, data_dir: str | None = None, device: str =
                         "(the --out of a completed `python -m ssvi train`)")
     with run_directory_lock(run_dir, "ssvi evaluate"):
         try:
-            return _evaluate(run_dir, data_dir, device, skip, threads, keep_probs)
+            return _evaluate(run_dir, data_dir, device, skip, threads, keep_probs, live)
         except DiskFullError as error:
             raise error.advise(f"the evaluation is redone from the final model (python -m ssvi evaluate --run "
                                f"{run_dir}, or the run's train command)") from None
@@ -236,31 +244,35 @@ def evaluate_run(run_dir: str | Path, data_dir: str | None = None, device: str =
                               "written)", signum) from None
 
 
-def _evaluate(run_dir: Path, data_dir, device, skip, threads, keep_probs) -> dict:
-    torch_device = resolve_device(device)
-    metrics, data, model = load_finished_run(run_dir, data_dir, torch_device)
+def _evaluate(run_dir: Path, data_dir, device, skip, threads, keep_probs, live=None) -> dict:
+    if live is None:
+        torch_device = resolve_device(device)
+        metrics, data, model, method = load_finished_run(run_dir, data_dir, torch_device)
+        test_samples = None
+    else:
+        metrics = check_finished(run_dir)
+        torch_device, data, model, method, test_samples = live.device, live.data, live.model, live.method, live.test_samples
     cfg = metrics["config"]
     set_threads(threads or cfg.get("threads"))
     source_dir = data_dir or cfg["data_dir"]
     check_evaluation_data(data.name, source_dir, skip)
-    seed, point = cfg["seed"], metrics.get("posterior") == POINT
+    seed, point = cfg["seed"], method.is_point_estimate()
 
     def samples(x: torch.Tensor) -> torch.Tensor:
-        dummy = torch.zeros(len(x), dtype=torch.long)
-        return predictive_samples(model, x, dummy, point=point, num_samples=cfg["num_samples"], seed=seed,
-                                  mean=data.mean, std=data.std, batch_size=cfg["eval_batch_size"], device=torch_device)
+        return method.predictive_samples(model, x, mean=data.mean, std=data.std, batch_size=cfg["eval_batch_size"],
+                                         device=torch_device)
 
     kept: dict = {"ood": {}, "shift": {}}
     scores = [s for s in SCORES if not (point and s == "neg_mutual_info")]  # a point estimate has no epistemic part
 
-    def scored(x: torch.Tensor) -> tuple[dict, dict]:  # (what eval_probs.pt keeps, the scores)
-        sample_probs = samples(x)
+    def scored(x: torch.Tensor, known: torch.Tensor | None = None) -> tuple[dict, dict]:  # (eval_probs.pt's part, scores)
+        sample_probs = samples(x) if known is None else known
         parts = {"probs": sample_probs.mean(0), "expected_entropy": expected_entropy(sample_probs).float()}
         return parts, {name: value for name, value in uncertainty_scores(sample_probs).items() if name in scores}
 
     sets = evaluation_sets(data.name)
     not_evaluated = [name for name in sets if name in skip]
-    kept["test"], in_scores = scored(data.x_test)
+    kept["test"], in_scores = scored(data.x_test, test_samples)
     ood = {}
     for name in OOD_SETS.get(data.name, ()):
         if name in not_evaluated:
@@ -286,7 +298,7 @@ def _evaluate(run_dir: Path, data_dir, device, skip, threads, keep_probs) -> dic
         (run_dir / EVAL_PROBS).unlink(missing_ok=True)
     result = {
         "run": str(run_dir), "method": metrics["method"], "dataset": metrics["dataset"], "arch": metrics["arch"],
-        "density": metrics["density"], "seed": seed, "num_samples": num_predictive_samples(point, cfg["num_samples"]),
+        "density": metrics["density"], "seed": seed, "num_samples": method.num_predictive_samples(),
         "evaluation_sets": sets, "not_evaluated": not_evaluated,
         "ood_sets": list(OOD_SETS.get(data.name, ())), "ood": ood,
         "ood_scores": {s: SCORE_DESCRIPTIONS[s] for s in scores},

@@ -6,8 +6,10 @@ Recipe (reference section 2): SGD with momentum and two parameter groups (mu + B
 weight decay; rho with its own lr and none), cosine lr stepped per epoch, and per minibatch
     loss = mean cross-entropy + kl_scale / N_train * min(2 * epoch / epochs, 1) * KL,  epoch from 1.
 After ``backward()`` the method's ``step`` hook either takes the (masked) optimiser step or, on a
-subspace-update step, replaces it. A point-estimate method (``Method.posterior = "point"``) trains its mean
-weights only: the layers' mean forward mode, loss = cross-entropy, rho not optimised.
+subspace-update step, replaces it. What a step computes follows the method's declared posterior
+(:mod:`ssvi.posterior`): a Gaussian one trains with the LRT and the KL term; every other kind trains its mean
+weights only (the layers' mean forward mode, loss = cross-entropy, rho not optimised), within the method's
+``training_sample`` context (IVON: a weight sample of its posterior) and with its optimiser (``build_optimizer``).
 
 Resumability (the run directory's files, checkpoints, lock and integrity checks: :mod:`ssvi.rundir`): an
 atomic checkpoint at every epoch end holds the model (with masks), optimiser, lr schedule, method state,
@@ -50,7 +52,7 @@ from .data import Dataset, load_dataset
 from .errors import Interrupted, Terminated, UserError, signal_of
 from .evaluate import predict
 from .files import DiskFullError, write_text
-from .layers import PosteriorInit, set_mode, total_kl, variational_parameter_groups
+from .layers import PosteriorInit, set_mode
 from .methods import Method, TrainContext, create_method
 from .models import create_model
 from .rundir import (CHECKPOINT, FINAL_MODEL, METRICS, RESOLVED_CONFIG, attach_log_file, check_finished,
@@ -122,8 +124,10 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 100_003 + epoch)
 
 
-def kl_weight(cfg: RunConfig, epoch: int, num_train: int) -> float:
-    return cfg.kl_scale / num_train * min(2 * epoch / cfg.epochs, 1.0)
+def kl_weight(cfg: RunConfig, epoch: int, num_train: int, kl_scale: float | None = None) -> float:
+    """The KL term's weight in epoch ``epoch`` (from 1): ``kl_scale`` (default: the run option) / N_train, warmed
+    up linearly to full weight at mid-training."""
+    return (cfg.kl_scale if kl_scale is None else kl_scale) / num_train * min(2 * epoch / cfg.epochs, 1.0)
 
 
 @dataclass
@@ -134,7 +138,7 @@ class Run:
     data: Dataset
     model: nn.Module
     method: Method
-    optimizer: torch.optim.SGD
+    optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.CosineAnnealingLR
     device: torch.device
     steps_per_epoch: int
@@ -143,6 +147,7 @@ class Run:
     train_flops: float = 0.0  # this run's training FLOPs so far
     wall_time: float = 0.0    # training seconds so far, over all resumptions
     history: list | None = None
+    test_samples: torch.Tensor | None = None  # the evaluated predictive's K x N x C test probabilities (fp32)
 
 
 def set_threads(threads: int | None) -> None:
@@ -166,21 +171,14 @@ def build_run(cfg: RunConfig, data: Dataset | None = None) -> Run:
     model = create_model(cfg.arch, data.num_classes, cfg.width, data.in_channels, bayesian=True, init=init)
     model = model.to(device, memory_format=memory_format(cfg))
     method = create_method(cfg)
-    mu_and_deterministic, rho = variational_parameter_groups(model)
-    groups = [{"params": mu_and_deterministic, "lr": cfg.lr, "weight_decay": cfg.weight_decay}]
-    if method.is_point_estimate():  # point weights: rho is neither trained nor read
-        for p in rho:
-            p.requires_grad_(False)
-    else:
-        groups.append({"params": rho, "lr": cfg.lr_rho, "weight_decay": 0.0})
-    optimizer = torch.optim.SGD(groups, momentum=cfg.momentum)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.epochs, 1), eta_min=0.0)
     steps_per_epoch = math.ceil(len(data.y_train) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     ctx = TrainContext(total_steps=total_steps, t_end=int(cfg.t_end_frac * total_steps),
                        profile=flops.profile_model(model, (data.in_channels, data.image_size, data.image_size)),
-                       generator=torch.Generator().manual_seed(cfg.seed))
+                       generator=torch.Generator().manual_seed(cfg.seed), num_train=len(data.y_train))
     method.attach(model, ctx)
+    optimizer = method.build_optimizer(model)  # SGD with the recipe's two groups, or the method's own (IVON)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.epochs, 1), eta_min=0.0)
     return Run(cfg, data, model, method, optimizer, scheduler, device, steps_per_epoch, history=[])
 
 
@@ -198,7 +196,7 @@ def progress(text: str) -> None:
 def train_one_epoch(run: Run) -> dict:
     cfg, model, data = run.cfg, run.model, run.data
     epoch = run.epoch + 1
-    beta = kl_weight(cfg, epoch, len(data.y_train))
+    beta = kl_weight(cfg, epoch, len(data.y_train), run.method.kl_scale)
     model.train()
     set_mode(model, run.method.forward_mode)
     sums = torch.zeros(3, dtype=torch.float64, device=run.device)  # loss, ce, kl (summed over examples)
@@ -227,18 +225,20 @@ def train_step(run: Run, inputs: torch.Tensor, labels: torch.Tensor, beta: float
     # the sparse kernels give no dense gradient of mu: steps that need it take the dense path
     dense = cfg.sparse_kernel == "none" or run.method.needs_dense_gradient(run.step)
     set_lrt_route(run.method.layers, "dense" if dense else cfg.sparse_kernel)
-    with mixed_precision(cfg, run.device):
-        logits = model(inputs.contiguous(memory_format=memory_format(cfg)))
-    ce = F.cross_entropy(logits.float(), labels)
-    if run.method.is_point_estimate():
-        kl, loss = torch.zeros((), device=ce.device), ce  # no sigma, no KL term
-    else:
-        kl = total_kl(model, cfg.prior_std)
-        loss = ce + beta * kl
     run.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    with run.method.training_sample():  # IVON: the step's forward and backward at one posterior sample
+        with mixed_precision(cfg, run.device):
+            logits = model(inputs.contiguous(memory_format=memory_format(cfg)))
+        ce = F.cross_entropy(logits.float(), labels)
+        if run.method.posterior_kind().variational:
+            kl = run.method.kl(model)
+            loss = ce + beta * kl
+        else:
+            kl, loss = torch.zeros((), device=ce.device), ce  # no sigma, no KL term
+        loss.backward()
     run.method.step(run.step, run.optimizer)
-    run.train_flops += run.method.train_flops_per_example(run.step) * len(labels)
+    run.train_flops += (run.method.train_flops_per_example(run.step) * len(labels)
+                        + run.method.optimizer_flops_per_step(run.step))
     return loss.detach(), ce.detach(), kl.detach()
 
 
@@ -298,8 +298,10 @@ class Position:
     text: str = "before training started"
 
 
-def run(cfg: RunConfig, out: str | Path, restart_on_config_change: bool = False) -> dict:
-    """Train and evaluate one run into ``out``; resume or skip if ``out`` already holds it.
+def run(cfg: RunConfig, out: str | Path, restart_on_config_change: bool = False, evaluated: list | None = None) -> dict:
+    """Train and evaluate one run into ``out``; resume or skip if ``out`` already holds it. ``evaluated``, when
+    given, receives the live :class:`Run` evaluated in this process (the OOD / shift evaluation of ``train
+    --evaluate`` goes on from it instead of reloading the run from disk).
 
     A run recorded in ``out`` with another config raises RunConflictError, or is deleted and started
     afresh with ``restart_on_config_change``. A finished run whose result files are damaged raises
@@ -316,7 +318,7 @@ def run(cfg: RunConfig, out: str | Path, restart_on_config_change: bool = False)
                 log.info("run in %s is already finished; nothing to do", out)
                 return result
             log.info("ssvi train: started (pid %d) in %s", os.getpid(), out)
-            return _train_and_evaluate(cfg, out, position)
+            return _train_and_evaluate(cfg, out, position, evaluated)
         except DivergedError as error:
             (out / CHECKPOINT).unlink(missing_ok=True)
             raise DivergedError(f"{error} and run again: no checkpoint was kept, since resuming it would "
@@ -337,7 +339,7 @@ def _signal_name(signum: int) -> str:
     return signal.Signals(signum).name
 
 
-def _train_and_evaluate(cfg: RunConfig, out: Path, position: Position) -> dict:
+def _train_and_evaluate(cfg: RunConfig, out: Path, position: Position, evaluated: list | None = None) -> dict:
     from .results import evaluate_posterior, restore_final, write_results
     text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
     if not (out / RESOLVED_CONFIG).is_file() or (out / RESOLVED_CONFIG).read_text() != text:
@@ -365,6 +367,8 @@ def _train_and_evaluate(cfg: RunConfig, out: Path, position: Position) -> dict:
     result = write_results(run_, out, metrics, predictions, kept_final_model=final_model)
     checkpoint.unlink(missing_ok=True)  # the final model holds everything a re-evaluation needs
     write_progress(out, phase="finished", epoch=run_.epoch, epochs=cfg.epochs)
+    if evaluated is not None:
+        evaluated.append(run_)
     log.info("finished: acc %.4f  nll %.4f  ece %.4f  ace %.4f  ece_ssvi %.4f  brier %.4f  train %.3g FLOPs  -> %s",
              result["acc"], result["nll"], result["ece"], result["ace"], result["ece_ssvi"], result["brier"],
              result["train_flops"], out / METRICS)

@@ -57,7 +57,7 @@ def test_ood_scores_of_both_sides_come_from_fp32_probabilities(tmp_path):
     # lr 1e-9: the run stays at its initialisation, a chance-level model whose K samples differ by less
     # than fp16's resolution, so fp16 storage of the in-distribution probabilities changes every AUROC
     run(RunConfig.from_dict({**TINY, "lr": 1e-9, "lr_rho": 1e-9}), tmp_path)
-    metrics, data, model = load_finished_run(tmp_path, None, torch.device("cpu"))
+    metrics, data, model, _ = load_finished_run(tmp_path, None, torch.device("cpu"))
 
     def fp32_samples(x):
         return posterior_samples(model, x, torch.zeros(len(x), dtype=torch.long), mean=data.mean, std=data.std,

@@ -143,7 +143,8 @@ def run_row(run_dir: Path, m: dict, defaults: dict, views: dict | None = None, v
         "ensemble_method": "", "ensemble_size": 0,
         "train_flops": number(m.get("train_flops")), "train_flops_this_run": number(m.get("train_flops_this_run")),
         "test_flops": number(m.get("test_flops")), "dense_test_flops": number(m.get("dense_test_flops")),
-        "train_time_s": number(provenance.get("wall_time_s")),
+        # with a two-stage run's source (recorded since the Laplace baseline; older post-hoc runs: added below)
+        "train_time_s": number(m.get("train_time_s", provenance.get("wall_time_s"))),
         "train_time_this_run_s": number(provenance.get("wall_time_s")),
         "device": provenance.get("device") or "unknown",
         "num_samples": m.get("eval", {}).get("num_samples"), "width": m.get("width"),
@@ -160,10 +161,11 @@ RUN_COLUMNS = list(run_row(Path("x"), {"method": "ssvi", "dataset": "", "arch": 
 
 
 def add_posthoc_source_time(runs: pd.DataFrame) -> pd.DataFrame:
-    """Post-hoc train time = its own + its dense VI source's (like its train FLOPs); NaN without the source."""
+    """Post-hoc train time = its own + its dense VI source's (like its train FLOPs); NaN without the source. Runs
+    whose metrics.json records ``train_time_s`` with the source's time already have it."""
     sources = runs[(runs["method"] == "dense_vi") & (runs["variant"] == grid.DEFAULT)]
     source_time = {(r.dataset, r.arch, r.seed): r.train_time_this_run_s for r in sources.itertuples()}
-    posthoc = runs["method"] == "posthoc"
+    posthoc = (runs["method"] == "posthoc") & (runs["train_time_s"] == runs["train_time_this_run_s"])
     runs.loc[posthoc, "train_time_s"] = [
         t + source_time.get((d, a, s), float("nan")) for t, d, a, s in
         zip(runs.loc[posthoc, "train_time_this_run_s"], runs.loc[posthoc, "dataset"], runs.loc[posthoc, "arch"],

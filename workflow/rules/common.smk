@@ -118,13 +118,14 @@ def verified_datasets():
 
 
 def train_inputs(wildcards):
-    """The verified data of the run and of every evaluation set it needs; a post-hoc run needs its finished
-    dense_vi run (a real DAG edge)."""
+    """The verified data of the run and of every evaluation set it needs; a post-hoc or Laplace run needs the
+    finished run it starts from (a real DAG edge)."""
     run = run_of(wildcards)
     # re-verifying data must not retrain: ancient()
     inputs = {"data": [ancient(data_record(name)) for name in datasets_to_verify(run.dataset, SKIP)]}
-    if run.method == "posthoc":
-        inputs["dense"] = run_file(grid.dense_source(config, run.dataset, run.arch, run.seed).path, "metrics.json")
+    source = grid.source_run(config, run)
+    if source is not None:
+        inputs["source"] = run_file(source.path, "metrics.json")
     return inputs
 
 

@@ -56,13 +56,32 @@ def dense_source(config: dict, dataset: str, arch: str, seed: int) -> RunSpec:
     return RunSpec(dataset, arch, "dense_vi", DEFAULT, 1.0, seed)
 
 
+# Methods that start from another finished run of the grid (``init_from``) and train nothing of their own
+# (run-config values they always get): last-layer Laplace fits the point estimate at its density (the dense
+# deterministic network at density 1). Post-hoc compression starts from dense VI (:func:`dense_source`).
+LAPLACE = "laplace"
+DENSE_METHODS = ("dense_vi", "deterministic", "mc_dropout", "sparse_vd")  # train dense (sparse VD ends sparse)
+FITS_WITHOUT_TRAINING = {LAPLACE: {"epochs": 0}}
+
+
+def source_run(config: dict, run: RunSpec) -> RunSpec | None:
+    """The finished run a two-stage run starts from (its ``init_from``), or None."""
+    if run.method == "posthoc":
+        return dense_source(config, run.dataset, run.arch, run.seed)
+    if run.method == LAPLACE:
+        method = "deterministic" if run.density == 1.0 else "deterministic_sparse"
+        return RunSpec(run.dataset, run.arch, method, DEFAULT, run.density, run.seed)
+    return None
+
+
 def _runs_of(config: dict, dataset: str, arch: str, method: str, density: float, seed: int,
              variant: str = DEFAULT, overrides: dict | None = None) -> list[RunSpec]:
-    if method == "dense_vi":
+    if method in DENSE_METHODS:
         density = 1.0
+    overrides = {**(overrides or {}), **FITS_WITHOUT_TRAINING.get(method, {})}
     if method != "posthoc":
-        return [RunSpec(dataset, arch, method, variant, density, seed, overrides or {})]
-    return [RunSpec(dataset, arch, method, f"ft{epochs}", density, seed, {**(overrides or {}), "epochs": epochs})
+        return [RunSpec(dataset, arch, method, variant, density, seed, overrides)]
+    return [RunSpec(dataset, arch, method, f"ft{epochs}", density, seed, {**overrides, "epochs": epochs})
             for epochs in config.get("posthoc_finetune_epochs", [0])]
 
 
@@ -77,9 +96,10 @@ def study_seeds(config: dict, study: dict) -> list[int]:
 
 
 def _main_runs(config: dict) -> list[RunSpec]:
+    method_archs = config.get("method_archs") or {}
     return [run for dataset in config["datasets"] for arch in config["archs"]
-            for method, densities in config["methods"].items() for density in densities
-            for seed in main_seeds(config, arch)
+            for method, densities in config["methods"].items() if arch in method_archs.get(method, [arch])
+            for density in densities for seed in main_seeds(config, arch)
             for run in _runs_of(config, dataset, arch, method, density, seed)]
 
 
@@ -151,10 +171,11 @@ def ensemble_specs(config: dict) -> list[dict]:
             raise ConfigError(f"{where}: every group must have the same number (>= 2) of seeds, got {groups}")
         if entry["method"] == "posthoc":
             raise ConfigError(f"{where}: post-hoc runs have variants per fine-tuning epochs; ensemble another method")
-        if entry["method"] != "dense_vi" and entry.get("density") is None:
+        if entry["method"] not in DENSE_METHODS and entry.get("density") is None:
             raise ConfigError(f"ensembles entry {entry['method']} has no density: give each member's density (e.g. "
-                              "density: 0.05); only dense_vi ensembles go without one")
-        density = 1.0 if entry["method"] == "dense_vi" else float(entry["density"])
+                              f"density: 0.05); only the dense methods' ensembles ({', '.join(sorted(DENSE_METHODS))}) "
+                              "go without one")
+        density = 1.0 if entry["method"] in DENSE_METHODS else float(entry["density"])
         for dataset in entry.get("datasets") or config["datasets"]:
             for arch in entry.get("archs") or config["archs"]:
                 members = [[RunSpec(dataset, arch, entry["method"], DEFAULT, density, seed) for seed in group]
@@ -182,14 +203,15 @@ def ensemble_members(config: dict) -> set[str]:
 
 
 def run_grid(config: dict) -> dict[str, RunSpec]:
-    """Every run of the config, keyed by its relative path (deduplicated, posthoc sources included).
+    """Every run of the config, keyed by its relative path (deduplicated, the sources of post-hoc and Laplace
+    runs included).
 
     Raises ssvi.config.ConfigError when two different runs map to one path (e.g. densities 0.1 and
     0.1000001 both print as ``d0.1``)."""
     defaults = recipe_defaults(config)
     runs = (_main_runs(config) + _criteria_runs(config, defaults) + _robustness_runs(config, defaults)
             + _schedule_runs(config, defaults) + _ensemble_runs(config))
-    runs += [dense_source(config, r.dataset, r.arch, r.seed) for r in runs if r.method == "posthoc"]
+    runs += [source for r in runs if (source := source_run(config, r)) is not None]
     grid: dict[str, RunSpec] = {}
     values: dict[str, dict] = {}
     for run in runs:
@@ -210,11 +232,15 @@ def _refuse_collision(path: str, first: dict, second: dict):
 
 
 def run_overrides(config: dict, run: RunSpec) -> dict:
-    """The full set of run-config values for ``python -m ssvi train`` (excluding the data directory)."""
+    """The full set of run-config values for ``python -m ssvi train`` (excluding the data directory); a method's
+    ``method_options`` (its ``extra`` keys) join every run of that method."""
     values = {**config.get("run", {}), "method": run.method, "dataset": run.dataset, "arch": run.arch,
               "density": run.density, "seed": run.seed, **run.overrides}
-    if run.method == "posthoc":
-        source = dense_source(config, run.dataset, run.arch, run.seed)
+    options = (config.get("method_options") or {}).get(run.method)
+    if options:
+        values["extra"] = {**values.get("extra", {}), **options}
+    source = source_run(config, run)
+    if source is not None:
         values["init_from"] = str(runs_root(config) / source.path)
     return values
 
