@@ -263,3 +263,23 @@ def test_c5_calibrated_compares_the_temperature_scaled_metrics():
     assert claim["verdict"] == columns.FAILS  # SSVI's raw advantage (NLL, ECE) is gone after scaling
     assert "raw advantages" in claim["numbers"][0]["note"] and "ECE" in claim["numbers"][0]["note"]
     assert "C5-calibrated" not in QUESTIONS and decide("C5-calibrated", main)["source"] == report_claims.PAPER
+
+
+def test_b3_compares_ssvi_with_every_cheap_alternative_and_shows_their_costs():
+    main = per_run([("ssvi", 0.1, {"acc_pct": [90.0, 91.0, 92.0]}), ("ivon", 1.0, {"acc_pct": [85.0, 86.0, 87.0]}),
+                    ("ivon", 0.1, {"acc_pct": [80.0, 81.0, 83.0]}), ("mc_dropout", 1.0, {"acc_pct": [97.0, 97.5, 98.5]}),
+                    ("deterministic_sparse", 0.1, {"acc_pct": [99.0, 99.0, 99.0]})])
+    main.loc[main["method"] == "ivon", "train_flops"] = 0.5
+    b3 = decide("B3-acc", main)
+    pairs = [(n["baseline"], n["baseline_density"]) for n in b3["numbers"]]
+    assert pairs == [("ivon", 1.0), ("ivon", 0.1), ("mc_dropout", 1.0)]  # not the deterministic network (B1's)
+    assert b3["verdict"] == columns.FAILS  # at least as good as the best alternative: MC dropout is better
+    assert b3["numbers"][0]["note"].startswith("training FLOPs of the alternative ÷ SSVI's: 0.50×")
+    assert [n["test"] for n in b3["numbers"]] == [stats.PAIRED] * 3
+    mine = decide_with("B3-acc", main.replace({"mc_dropout": "my_alternative"}), {"cheap_alternatives": ["my_alternative"]})
+    assert [n["baseline"] for n in mine["numbers"]] == ["my_alternative"]
+
+
+def decide_with(name: str, main: pd.DataFrame, params: dict) -> dict:
+    empty = pd.DataFrame(columns=["dataset", "arch", "method", "density"])
+    return report_claims.REGISTRY[name](report_claims.ClaimData(main, empty, empty, empty, empty), params)

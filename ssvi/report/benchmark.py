@@ -5,6 +5,8 @@ verdict row each, ssvi.report.verdicts) but clearly not the paper's: is SSVI bet
           deterministic sparse network) at d: accuracy, and NLL / ECE both raw and both temperature-scaled
     B2-*  SSVI at density D against an ensemble of M runs at D / M (the same active-weight budget; training FLOPs,
           time and predictive samples are not equal and each comparison says by how much): accuracy, NLL, ECE
+    B3-*  SSVI at density d against every run cell of the cheap Bayesian alternatives (IVON, last-layer Laplace, MC
+          dropout, sparse variational dropout), with their training FLOPs beside: accuracy, NLL, ECE, OOD AUROC
     declared  the config's ``claims: questions:`` entries: method A (at a density, or an ensemble's budget)
           against method B on a metric, with a bound on A − B (see ``declared_questions``)
 
@@ -35,7 +37,7 @@ def point_methods(frame) -> list[str]:
     return list(dict.fromkeys(frame.loc[frame["posterior"] == POINT, "method"]))
 
 
-def versus_point_estimates(data: ClaimData, metric: str) -> list[Spec]:
+def versus_point_estimates(data: ClaimData, metric: str, params: dict) -> list[Spec]:
     """SSVI against each point-estimate method at the same density, on the same view of both (raw, or T-scaled)."""
     specs = []
     for method in point_methods(data.main):
@@ -57,7 +59,7 @@ def budget_note(ssvi_rows, ensemble_rows) -> str:
             f"{ssvi_rows['num_samples'].mean():g} (ensemble ÷ SSVI)")
 
 
-def versus_ensembles(data: ClaimData, metric: str) -> list[Spec]:
+def versus_ensembles(data: ClaimData, metric: str, params: dict) -> list[Spec]:
     """SSVI at density D against each sparse ensemble whose members' densities add up to D."""
     specs = []
     main = data.main
@@ -76,6 +78,46 @@ def versus_ensembles(data: ClaimData, metric: str) -> list[Spec]:
     return specs
 
 
+CHEAP_ALTERNATIVES = ("ivon", "laplace", "mc_dropout", "sparse_vd")  # config claims: cheap_alternatives overrides
+OOD_SCORE = "max_prob"  # the one OOD score every method has
+
+
+def cost_note(ssvi_rows, other_rows) -> str:
+    """The alternative's training FLOPs and time beside SSVI's (the question weighs quality against cost)."""
+    flops = other_rows["train_flops"].mean() / ssvi_rows["train_flops"].mean()
+    time = other_rows["train_time_s"].mean() / ssvi_rows["train_time_s"].mean()
+    return f"training FLOPs of the alternative ÷ SSVI's: {flops:.2f}×; training time: {time:.2f}×"
+
+
+def versus_alternatives(data: ClaimData, metric: str, params: dict) -> list[Spec]:
+    """SSVI at each of its densities against every run cell (method, density) of the cheap Bayesian alternatives in
+    the same dataset × arch: being at least as good as every one is being at least as good as the best one, without
+    picking the best on the same seeds it is then compared on. AUROC: every OOD set, max-probability score."""
+    alternatives = list(params.get("cheap_alternatives") or CHEAP_ALTERNATIVES)
+    frame, extra = (data.ood[data.ood["score"] == OOD_SCORE], ["ood_set"]) if metric == "auroc" and \
+        not data.ood.empty else (data.main, [])
+    specs = []
+    if frame.empty or data.main.empty:
+        return specs
+    cells = list(dict.fromkeys(zip(*(frame[k] for k in ["method", "density", "dataset", "arch", *extra]))))
+    for dataset, arch, d in _cells(data.main, "ssvi"):
+        for method, density, *rest in [c for c in cells if c[0] in alternatives and c[2:4] == (dataset, arch)]:
+            more = dict(zip(extra, rest[2:]))
+            where = dict(dataset=dataset, arch=arch, **more)
+            ssvi = side(frame, metric, **where, method="ssvi", density=d)
+            other = side(frame, metric, **where, method=method, density=density)
+            if not (len(ssvi) and len(other)):
+                continue
+            costs = cost_note(rows_where(data.main, dataset=dataset, arch=arch, method="ssvi", density=d),
+                              rows_where(data.main, dataset=dataset, arch=arch, method=method, density=density))
+            name = " ".join([f"{dataset}/{arch} SSVI d = {d:g} vs {method} d = {density:g}", *map(str, more.values())])
+            specs.append(Spec(f"{name}: {SHORT[metric]} (> 0: SSVI better)", ssvi, other, metric,
+                              at_least=0.0, sign=oriented(metric),
+                              keys=dict(**where, density=d, metric=metric, baseline=method, baseline_density=density),
+                              note=costs))
+    return specs
+
+
 QUESTIONS_ASKED = {  # question: (statement, comparisons, metrics, definition); {metric} = the metric's label
     "B1": ("SSVI at density d is at least as good as every point-estimate network at d (the same view of both) on "
            "{metric}", versus_point_estimates,
@@ -91,6 +133,15 @@ QUESTIONS_ASKED = {  # question: (statement, comparisons, metrics, definition); 
            "the same dataset × arch: {metric} SSVI − ensemble, oriented so that > 0 = SSVI better, bound ≥ 0; "
            "Welch (an ensemble's seeds are not SSVI's); n = independent ensembles (seed groups); equal is the "
            f"active-weight budget only (each comparison's note gives the FLOPs, time and samples ratios); {EVERY_RULE}."),
+    "B3": ("SSVI at density d is at least as good as the best of the cheap Bayesian alternatives (IVON, last-layer "
+           "Laplace, MC dropout, sparse variational dropout) on {metric}", versus_alternatives,
+           {"acc": "acc_pct", "NLL": "nll", "ECE": "ece", "AUROC": "auroc"},
+           "For each dataset × arch, SSVI density d and run cell (method, density) of the cheap Bayesian alternatives "
+           "(config claims: cheap_alternatives; default ivon, laplace, mc_dropout, sparse_vd): {metric} of SSVI − "
+           "that of the alternative, oriented so that > 0 = SSVI better, bound ≥ 0 (AUROC: every OOD set, "
+           "max-probability score); at least as good as every alternative = at least as good as the best, without "
+           "choosing the best on the seeds it is compared on; each comparison's note gives the alternative's training "
+           f"FLOPs and time against SSVI's; {EVERY_RULE}."),
 }
 
 
@@ -100,7 +151,7 @@ def _register(question: str, name: str, metric: str) -> str:
 
     @claim(f"{question}-{name}", statement.format(metric=label), every=True, fmt=".4g", source=BENCHMARK)
     def decide(data: ClaimData, params: dict):
-        return comparisons(data, metric), definition.format(metric=label), None
+        return comparisons(data, metric, params), definition.format(metric=label), None
 
     return f"{question}-{name}"
 

@@ -46,7 +46,7 @@ FORMATS = {"acc_pct": ".2f", "nll": ".4f", "ece": ".4f", "ece_ssvi": ".4f", "bri
            "aupr_in": ".4f", "aupr_out": ".4f", "fpr95": ".4f"}
 SHORT = {"acc_pct": "acc", "nll": "NLL", "ece": "ECE", "ece_ssvi": "ECE (authors')", "brier": "Brier",
          "ace": "adaptive ECE", "aurc": "AURC", "augrc": "AUGRC", "t_nll": "NLL (T-scaled)", "t_ece": "ECE (T-scaled)",
-         "t_ace": "adaptive ECE (T-scaled)", "t_brier": "Brier (T-scaled)"}
+         "t_ace": "adaptive ECE (T-scaled)", "t_brier": "Brier (T-scaled)", "auroc": "AUROC"}
 HIGHER_IS_BETTER = {"acc_pct": True, "nll": False, "ece": False, "ece_ssvi": False, "brier": False, "ace": False,
                     "aurc": False, "augrc": False, "t_nll": False, "t_ece": False, "t_ace": False, "t_brier": False,
                     "auroc": True, "aupr_in": True, "aupr_out": True, "fpr95": False}
