@@ -118,11 +118,14 @@ def test_paper_grid_dry_run_lists_every_run_once_with_posthoc_edges_and_verifies
     config = load("paper.yaml")
     expected = grid.run_grid(config)
     # the paper grid: 2 datasets x 2 archs x 3 seeds x (1 dense + 3 densities x (3 methods + 2 posthoc variants)
-    # + 2 densities of deterministic_sparse) + criteria ablation (5 extra) + robustness (15 extra cells x 2
-    # methods) + schedule ablation (5 delta_t x 3 alpha - the recipe's own) on cifar10/resnet18, x 3 seeds
-    # + the ensembles' extra members per dataset x arch: seeds 3-5 of ssvi 0.05, static 0.05 and dense VI, and
-    # seeds 0-5 of ssvi 0.025
-    assert len(expected) == 2 * 2 * 3 * (1 + 3 * 5 + 2) + 3 * (5 + 2 * 15 + 14) + 2 * 2 * (3 * 3 + 6)
+    # + 3 densities of deterministic_sparse + the cheap Bayesian alternatives: the dense deterministic network,
+    # Laplace on it and at 3 densities, IVON dense and at 0.1, MC dropout, sparse VD) + criteria ablation (5 extra)
+    # + robustness (15 extra cells x 2 methods) + schedule ablation (5 delta_t x 3 alpha - the recipe's own) on
+    # cifar10/resnet18, x 3 seeds + the ensembles' extra members per dataset x arch: seeds 3-5 of ssvi 0.05, static
+    # 0.05 and dense VI, and seeds 0-5 of ssvi 0.025
+    alternatives = 1 + 4 + 2 + 1 + 1
+    assert len(expected) == (2 * 2 * 3 * (1 + 3 * 5 + 3 + alternatives) + 3 * (5 + 2 * 15 + 14)
+                             + 2 * 2 * (3 * 3 + 6))
     result = snakemake("-n", "--configfile", "config/paper.yaml")
     assert result.returncode == 0, result.stderr
     text = result.stdout + result.stderr
