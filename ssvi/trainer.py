@@ -4,7 +4,8 @@
 
 Recipe (reference section 2): SGD with momentum and two parameter groups (mu + BatchNorm + biases with
 weight decay; rho with its own lr and none), cosine lr stepped per epoch, and per minibatch
-    loss = mean cross-entropy + kl_scale / N_train * min(2 * epoch / epochs, 1) * KL,  epoch from 1.
+    loss = mean cross-entropy + kl_scale / N_train * min(2 * epoch / epochs, 1) * KL,  epoch from 1,
+with the method's hooks: the KL weight passes through ``Method.kl_weight`` and ``Method.extra_loss`` adds a term.
 After ``backward()`` the method's ``step`` hook either takes the (masked) optimiser step or, on a
 subspace-update step, replaces it. A point-estimate method (``Method.posterior = "point"``) trains its mean
 weights only: the layers' mean forward mode, loss = cross-entropy, rho not optimised.
@@ -198,7 +199,7 @@ def progress(text: str) -> None:
 def train_one_epoch(run: Run) -> dict:
     cfg, model, data = run.cfg, run.model, run.data
     epoch = run.epoch + 1
-    beta = kl_weight(cfg, epoch, len(data.y_train))
+    beta = run.method.kl_weight(kl_weight(cfg, epoch, len(data.y_train)), epoch)  # the method's hook
     model.train()
     set_mode(model, run.method.forward_mode)
     sums = torch.zeros(3, dtype=torch.float64, device=run.device)  # loss, ce, kl (summed over examples)
@@ -235,6 +236,9 @@ def train_step(run: Run, inputs: torch.Tensor, labels: torch.Tensor, beta: float
     else:
         kl = total_kl(model, cfg.prior_std)
         loss = ce + beta * kl
+    extra = run.method.extra_loss(logits.float(), labels)  # the method's hook
+    if extra is not None:
+        loss = loss + extra
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     run.method.step(run.step, run.optimizer)
