@@ -289,3 +289,22 @@ def test_the_aggregation_declares_every_file_it_writes(tmp_path):
     result = snakemake("-n", str(tables / "runs.csv"), str(tables / "claims.json"), "--configfile", str(config))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "rule aggregate:" in result.stdout + result.stderr
+
+
+def test_a_methods_entry_with_options_runs_each_value_and_a_key_the_method_does_not_read_stops_the_dag(tmp_path):
+    config = {**ONE_RUN, "methods": {"posthoc": [{"densities": [0.1], "extra": {"bn_reestimation": [True, False]}}]},
+              "posthoc_finetune_epochs": [0]}
+    result = snakemake("runs", "-n", "-p", "--configfile", str(write_config(tmp_path, config)))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    trains = {c[c.index("--out") + 1].split("/runs/")[1]: c for c in shell_commands(result.stdout)
+              if c[1:4] == ["-m", "ssvi", "train"]}
+    assert sorted(trains) == ["digits/resnet18/dense_vi/default/d1/seed0",
+                              "digits/resnet18/posthoc/ft0+bn_reestimationfalse/d0.1/seed0",
+                              "digits/resnet18/posthoc/ft0+bn_reestimationtrue/d0.1/seed0"]
+    assert 'extra={"bn_reestimation": false}' in trains["digits/resnet18/posthoc/ft0+bn_reestimationfalse/d0.1/seed0"]
+    refused = {**ONE_RUN, "methods": {"dense_vi": {"densities": [1.0], "extra": {"kl_factor": [0.5, 2.0]}}}}
+    result = snakemake("runs", "-n", "--configfile", str(write_config(tmp_path, refused, "refused.yaml")))
+    text = result.stdout + result.stderr
+    assert result.returncode != 0 and "rule train" not in text
+    assert "config error in run digits/resnet18/dense_vi/default+kl_factor0.5/d1/seed0: extra key(s) 'kl_factor' " \
+           "are not read by method 'dense_vi'" in text
