@@ -10,7 +10,9 @@ sys.path.insert(0, str(Path(workflow.basedir)))                         # the ss
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))  # grid.py
 import grid  # noqa: E402
 from ssvi.config import ConfigError, RunConfig, coerce_numbers, load_yaml, results_config  # noqa: E402
+from ssvi.report import sections as report_section  # noqa: E402
 from ssvi.report.build import EXTRA_FILES as AGGREGATE_EXTRA_FILES, TABLE_NAMES  # noqa: E402
+from ssvi.report.render import TABLE_FILES  # noqa: E402
 from ssvi.rundir import METRICS, damaged_files  # noqa: E402
 from ssvi.shift import datasets_to_verify  # noqa: E402
 
@@ -154,6 +156,13 @@ def aggregate_command(threads):
     runs = [str(Path(metrics).parent) for metrics in all_metrics()]
     return shell_words([PYTHON, "workflow/scripts/aggregate.py", "--config", RESOLVED_CONFIG, "--threads", threads,
                         "--expected", EXPECTED_VALUES, "--require-eval", "--out", TABLES_DIR, *runs])
+
+
+def report_table(path):
+    """A table's HTML page as a report entry: its caption (written by the aggregation), category and number."""
+    name = Path(path).name.removesuffix(".html")
+    return report(path, caption=str(Path(f"{TABLES_DIR}/{name}.caption.rst").absolute()),
+                  category=report_section.category(name), labels=report_section.labels(name))
 
 
 def figure_command(name):
