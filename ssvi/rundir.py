@@ -303,9 +303,10 @@ _held: dict[Path, int] = {}  # run directories this process holds -> nesting dep
 
 
 @contextlib.contextmanager
-def run_directory_lock(out: Path, purpose: str = "ssvi"):
+def run_directory_lock(out: Path, purpose: str = "ssvi", option: str = "--out"):
     """Hold ``out/run.lock`` exclusively (``flock``: released by the OS when the process dies) and write our pid
-    and host into it. The same process may re-enter (train, then evaluate, in one job); another is refused."""
+    and host into it. The same process may re-enter (train, then evaluate, in one job); another is refused.
+    ``option``: the command's option naming the directory (train: --out, evaluate: --run), for the advice."""
     key = Path(os.path.abspath(out))
     if key in _held:
         _held[key] += 1
@@ -317,7 +318,9 @@ def run_directory_lock(out: Path, purpose: str = "ssvi"):
     try:
         fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as error:
-        raise UserError(f"cannot write to the run directory {out} ({error.strerror}); choose a --out you can write to") from None
+        fix = (f"choose a {option} you can write to" if option == "--out" else "it writes its results into the run: "
+               f"make the directory writable, or copy the run where you can write and pass the copy as {option}")
+        raise UserError(f"cannot write to the run directory {out} ({error.strerror}); {fix}") from None
     try:
         deadline = time.monotonic() + LOCK_WAIT_S
         while True:
@@ -329,8 +332,9 @@ def run_directory_lock(out: Path, purpose: str = "ssvi"):
                     time.sleep(0.05)
                     continue
                 holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
-                raise RunConflictError(f"{out} is in use by another ssvi process ({holder}); "
-                                       "wait for it to finish, or use another --out") from None
+                then = ", or use another --out" if option == "--out" else ", then run again"
+                raise RunConflictError(f"{out} is in use by another ssvi process ({holder}); wait for it to finish"
+                                       f"{then}") from None
         os.ftruncate(fd, 0)
         try:
             os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, {purpose}\n".encode(), 0)

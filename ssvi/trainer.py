@@ -317,7 +317,8 @@ def run(cfg: RunConfig, out: str | Path, restart_on_config_change: bool = False)
             check_same_run(cfg, out, restart_on_config_change)
             if (out / METRICS).exists():
                 result = check_finished(out)
-                log.info("run in %s is already finished; nothing to do", out)
+                log.info("run in %s is already trained and its posterior evaluated (%s is whole); not training it "
+                         "again", out, METRICS)
                 return result
             log.info("ssvi train: started (pid %d) in %s", os.getpid(), out)
             return _train_and_evaluate(cfg, out, position)
