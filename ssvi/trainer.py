@@ -4,8 +4,8 @@
 
 Recipe (reference section 2): SGD with momentum and two parameter groups (mu + BatchNorm + biases with
 weight decay; rho with its own lr and none), cosine lr stepped per epoch, and per minibatch
-    loss = mean cross-entropy + kl_scale / N_train * min(2 * epoch / epochs, 1) * KL,  epoch from 1,
-with the method's hooks: the KL weight passes through ``Method.kl_weight`` and ``Method.extra_loss`` adds a term.
+    loss = mean cross-entropy + kl_scale / N_train * min(2 * epoch / epochs, 1) * KL,  epoch from 1
+(the KL weight passes through the method's ``kl_weight`` hook; its ``extra_loss`` term is added).
 After ``backward()`` the method's ``step`` hook either takes the (masked) optimiser step or, on a
 subspace-update step, replaces it. A point-estimate method (``Method.posterior = "point"``) trains its mean
 weights only: the layers' mean forward mode, loss = cross-entropy, rho not optimised.
@@ -236,9 +236,8 @@ def train_step(run: Run, inputs: torch.Tensor, labels: torch.Tensor, beta: float
     else:
         kl = total_kl(model, cfg.prior_std)
         loss = ce + beta * kl
-    extra = run.method.extra_loss(logits.float(), labels)  # the method's hook
-    if extra is not None:
-        loss = loss + extra
+    extra = run.method.extra_loss(logits.float(), labels)  # the method's hook: a term added to the loss, or None
+    loss = loss if extra is None else loss + extra
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     run.method.step(run.step, run.optimizer)
@@ -317,8 +316,7 @@ def run(cfg: RunConfig, out: str | Path, restart_on_config_change: bool = False)
             check_same_run(cfg, out, restart_on_config_change)
             if (out / METRICS).exists():
                 result = check_finished(out)
-                log.info("run in %s is already trained and its posterior evaluated (%s is whole); not training it "
-                         "again", out, METRICS)
+                log.info("run in %s is already trained and evaluated (%s whole); not training it again", out, METRICS)
                 return result
             log.info("ssvi train: started (pid %d) in %s", os.getpid(), out)
             return _train_and_evaluate(cfg, out, position)
