@@ -2,6 +2,7 @@
 #   snakemake --cores all                                   embedded default (digits, CPU, minutes)
 #   snakemake --profile slurm --configfile config/paper.yaml   the paper's grid on SLURM GPU nodes
 #   snakemake --cores 1 tables_and_figures                  regenerate tables/figures from finished runs
+#   snakemake --report report.html                          every table and figure in one HTML file
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -12,6 +13,9 @@ min_version("9.0")
 if not workflow.overwrite_configfiles:
 
     configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"

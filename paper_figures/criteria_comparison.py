@@ -37,7 +37,6 @@ def draw(tables: Path):
         ax.set_ylabel(common.METRIC_LABELS[metric])
         ax.grid(alpha=0.3, axis="y")
     fig.suptitle(f"Removal criteria (SSVI; hatched = default; {common.seeds_text(crit['n'])}; mean ± std)")
-    fig.tight_layout()
     return fig
 
 

@@ -1,6 +1,8 @@
 """Figure 1 of the paper: training FLOPs (x, log scale, labelled at 1/2/5 × 10^k) against test accuracy
-(y), one marker per method and density (labelled d = ..., placed so labels do not overlap), error bars =
-std over seeds, n in the title; one panel per dataset x architecture.
+(y), one marker per method and density (each labelled d = ... in the nearest place that covers no marker, error
+bar, line or other label and stays inside the panel, with a leader line when it sits further off), error bars =
+std over seeds, n in the title; one panel per dataset x architecture. Ensembles sit at their FLOPs (the members'
+sum) with hollow markers; their label is their budget (the members' summed density).
 Reads ``main.csv`` (default recipe; post-hoc rows per fine-tune epochs) written by aggregate.py.
 
     python paper_figures/fig1_flops_vs_accuracy.py --tables results/tables --out results/figures
@@ -23,24 +25,27 @@ def draw(tables: Path):
         return None
     styles = common.method_styles(main["method"])
     panels = common.blocks(main)
-    fig, axes = common.panel_grid(len(panels), ncols=2, size=(5.2, 4.0))
+    fig, axes = common.panel_grid(len(panels), ncols=2, size=(6.0, 4.6))
     for ax, (dataset, arch) in zip(axes, panels):
         block = main[(main["dataset"] == dataset) & (main["arch"] == arch)]
         for method, rows in block.groupby("method", sort=False):
             rows = rows.sort_values("density")
+            ensemble = common.is_ensemble(method)
             ax.errorbar(rows["train_flops_mean"], rows["acc_pct_mean"], xerr=common.zero_nan(rows["train_flops_std"]),
-                        yerr=common.zero_nan(rows["acc_pct_std"]), label=method, linestyle="-", linewidth=0.8,
-                        markersize=6, capsize=2, **styles[method])
+                        yerr=common.zero_nan(rows["acc_pct_std"]), label=method, linestyle=":" if ensemble else "-",
+                        linewidth=0.8, markersize=6, capsize=2, fillstyle="none" if ensemble else "full",
+                        **styles[method])
         ax.set_xscale("log")
-        ax.margins(x=0.08, y=0.1)  # room for the labels of the outermost points
+        ax.margins(x=0.15, y=0.15)  # room for the labels of the outermost points
         common.log_axis(ax, "x")
         ax.set_xlabel(f"training FLOPs ({common.FLOPS_UNIT})")
         ax.set_ylabel("test accuracy (%)")
         ax.set_title(f"{dataset} / {arch}")
         ax.grid(alpha=0.3, which="both")
-    legend_rows = common.figure_legend(fig, axes, ncol=4)
-    fig.suptitle(f"Training cost vs accuracy (mean ± std over seeds, {common.seeds_text(main['n'])})")
-    fig.tight_layout(rect=(0, 0.05 * legend_rows / len(axes) ** 0.5 + 0.02, 1, 1))
+    common.figure_legend(fig, axes, ncol=4)
+    fig.suptitle(f"Training cost vs accuracy (mean ± std over seeds, {common.seeds_text(main['n'])}; "
+                 "d = density, ensembles: members' summed density, hollow markers)")
+    common.freeze_layout(fig)
     for ax, (dataset, arch) in zip(axes, panels):  # after the layout: placement works in display coordinates
         block = main[(main["dataset"] == dataset) & (main["arch"] == arch)]
         common.label_points(ax, block["train_flops_mean"], block["acc_pct_mean"],

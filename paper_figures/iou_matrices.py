@@ -44,7 +44,6 @@ def draw(tables: Path):
     runs = common.read_table(tables, "criteria_vs_mean")
     n = f", n = {int(runs['n'].max())} runs" if not runs.empty else ""
     fig.suptitle(f"Criteria overlap at the start, middle and end of the update phase (mean over runs{n})")
-    fig.tight_layout()
     return fig
 
 

@@ -1,6 +1,9 @@
 """Accuracy, NLL and both ECE variants against density for every method (default recipe), one row of
 panels per dataset x architecture; dense VI (density 1) is drawn as a dashed line with its seed-std band.
-Error bars = std over seeds. Reads ``density_sweep.csv`` written by aggregate.py.
+Every other method is drawn at each density it ran, side by side where several share one (the ticks are the true
+densities); a method's dense variants sit at d = 1 and ensembles at their members' summed density (hollow,
+dotted), on the same continuous log axis. Error bars = std over seeds. Reads ``density_sweep.csv`` written by
+aggregate.py.
 
     python paper_figures/metrics_vs_density.py --tables results/tables --out results/figures
 """
@@ -26,22 +29,13 @@ def draw(tables: Path):
     fig, axes = common.panel_grid(len(panels), ncols=len(METRICS), size=(3.8, 3.0))
     for ax, (dataset, arch, metric) in zip(axes, panels):
         rows = sweep[(sweep["dataset"] == dataset) & (sweep["arch"] == arch) & (sweep["metric"] == metric)]
-        for method, cells in rows.groupby("method", sort=False):
-            cells = cells.sort_values("density")
-            if method == "dense_vi":
-                mean, std = cells["mean"].iloc[0], common.zero_nan(cells["std"]).iloc[0]
-                ax.axhline(mean, color=styles[method]["color"], linestyle="--", label=method)
-                ax.axhspan(mean - std, mean + std, color=styles[method]["color"], alpha=0.15)
-                continue
-            ax.errorbar(cells["density"], cells["mean"], yerr=common.zero_nan(cells["std"]), label=method,
-                        capsize=2, markersize=5, linewidth=1, **styles[method])
-        common.density_axis(ax, rows.loc[rows["method"] != "dense_vi", "density"])
+        common.against_density(ax, rows, styles, "mean", "std")
         ax.set_ylabel(common.METRIC_LABELS[metric])
         ax.set_title(f"{dataset} / {arch}", fontsize=9)
         ax.grid(alpha=0.3, which="both")
-    legend_rows = common.figure_legend(fig, axes, ncol=6)
-    fig.suptitle(f"Metrics vs density (mean ± std over seeds, {common.seeds_text(sweep['n'])}; dashed: dense VI)")
-    fig.tight_layout(rect=(0, 0.06 * legend_rows / (len(axes) // len(METRICS)) ** 0.5 + 0.02, 1, 1))
+    common.figure_legend(fig, axes, ncol=5)
+    fig.suptitle(f"Metrics vs density (mean ± std over seeds, {common.seeds_text(sweep['n'])}; dashed: dense VI; "
+                 "hollow: ensembles)")
     return fig
 
 

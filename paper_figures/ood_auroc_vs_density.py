@@ -2,7 +2,8 @@
 dataset x architecture x OOD set and one column per score: maximum softmax probability (max_prob) and
 negative mutual information (neg_mutual_info, the epistemic score); both score higher = more
 in-distribution. Dense VI (density 1) is a dashed line with its seed-std band; the dotted grey line is
-chance (AUROC 0.5). Error bars = std over seeds. neg_entropy, AUPR and FPR95 are in table ``ood``.
+chance (AUROC 0.5). Every other method is drawn at each density it ran, side by side where several share one;
+ensembles at their members' summed density (hollow). Error bars = std over seeds. neg_entropy, AUPR and FPR95 are in table ``ood``.
 Reads ``ood.csv`` written by aggregate.py.
 
     python paper_figures/ood_auroc_vs_density.py --tables results/tables --out results/figures
@@ -34,26 +35,15 @@ def draw(tables: Path):
     for ax, (dataset, arch, ood_set, score) in zip(axes, panels):
         rows = ood[(ood["dataset"] == dataset) & (ood["arch"] == arch) & (ood["ood_set"] == ood_set)
                    & (ood["score"] == score)]
-        for method, cells in rows.groupby("method", sort=False):
-            cells = cells.sort_values("density")
-            if method == "dense_vi":
-                mean, std = cells["auroc_mean"].iloc[0], common.zero_nan(cells["auroc_std"]).iloc[0]
-                ax.axhline(mean, color=styles[method]["color"], linestyle="--", label=method)
-                ax.axhspan(mean - std, mean + std, color=styles[method]["color"], alpha=0.15)
-                continue
-            ax.errorbar(cells["density"], cells["auroc_mean"], yerr=common.zero_nan(cells["auroc_std"]),
-                        label=method, capsize=2, markersize=5, linewidth=1, **styles[method])
+        common.against_density(ax, rows, styles, "auroc_mean", "auroc_std")
         ax.axhline(0.5, color="grey", linestyle=":", linewidth=1, label="chance (AUROC 0.5)")
-        sparse = rows.loc[rows["method"] != "dense_vi", "density"]
-        common.density_axis(ax, sparse if len(sparse) else rows["density"])
         ax.set_ylabel("AUROC")
         ax.set_title(f"{dataset} / {arch} vs {ood_set}\nscore: {SCORES[score]} ({score})", fontsize=9)
         ax.grid(alpha=0.3, which="both")
-    legend_rows = common.figure_legend(fig, axes, ncol=5)
+    common.figure_legend(fig, axes, ncol=5)
     n = common.seeds_text(ood["n"][ood["n"] > 0])
     fig.suptitle(f"OOD detection AUROC vs density (mean ± std over seeds, {n}; "
                  "dashed: dense VI; higher score = more in-distribution)", fontsize=10)
-    fig.tight_layout(rect=(0, 0.06 * legend_rows / (len(axes) // len(scores)) ** 0.5 + 0.02, 1, 1))
     return fig
 
 

@@ -1,9 +1,10 @@
-"""Reliability diagrams: accuracy against confidence per equal-width confidence bin, one row of panels per
-dataset x architecture and one panel per method at the main density (config ``main_density``; ensembles whose
-members' densities add up to it), with dense VI drawn in every panel for reference. The test points of every
-seed of a cell are pooled; the bar under each panel counts the points per bin (log scale), so a bin's
-accuracy can be weighed by how many points it rests on. The diagonal is perfect calibration. Reads
-``reliability.csv`` written by aggregate.py.
+"""Reliability diagrams of every method at every density it ran: accuracy against mean confidence per
+equal-width confidence bin, one row of panels per dataset x architecture and one panel per density (ensembles at
+their members' summed density; a method's dense variants and dense ensembles in a "d ≥ 1" panel), at most five
+methods a panel (more: a second panel of that density), each method a line with markers, dense VI dashed in every
+panel for reference. The test points of every seed of a cell are pooled; the strip under each panel counts the
+points per bin (log scale), so a bin's accuracy can be weighed by how many points it rests on. The diagonal is
+perfect calibration. Reads ``reliability.csv`` written by aggregate.py.
 
     python paper_figures/reliability_diagrams.py --tables results/tables --out results/figures
 """
@@ -13,40 +14,21 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 NAME = "reliability_diagrams"
-DENSE = "dense_vi"
 NCOLS = 4
+REFERENCE = f"{common.DENSE} (reference, d 1)"
 
 
-def _panel(ax, counts_ax, rows, style, label, reference=None, reference_style=None):
-    width = rows["bin_high"] - rows["bin_low"]
+def _method(ax, counts_ax, rows, style, label, dashed):
+    rows = rows.sort_values("bin")
     used = rows["count"] > 0
-    ax.bar(rows["bin_low"][used], rows["accuracy"][used], width=width[used], align="edge", alpha=0.55,
-           color=style["color"], edgecolor="black", linewidth=0.4, label=label)
-    if reference is not None:
-        ref_used = reference["count"] > 0
-        ax.plot(reference["confidence"][ref_used], reference["accuracy"][ref_used], marker="o", markersize=3,
-                linewidth=1, color=reference_style["color"], label=f"{DENSE} (reference)")
-    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8)
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("accuracy", fontsize=8)
-    ax.tick_params(labelsize=7, labelbottom=False)
-    counts_ax.bar(rows["bin_low"], rows["count"].clip(lower=0), width=width, align="edge", color=style["color"],
-                  alpha=0.8)
-    if reference is not None:  # dense VI's counts as an outline, for comparison
-        counts_ax.stairs(reference["count"].to_numpy(), [*reference["bin_low"], reference["bin_high"].iloc[-1]],
-                         color=reference_style["color"], linewidth=0.9)
-    counts_ax.set_yscale("symlog", linthresh=1)
-    counts_ax.set_xlim(0, 1)
-    counts_ax.set_xlabel("confidence (top-label probability)", fontsize=8)
-    counts_ax.set_ylabel("points", fontsize=7)
-    counts_ax.tick_params(labelsize=7)
+    ax.plot(rows["confidence"][used], rows["accuracy"][used], marker=style["marker"], markersize=3.5, linewidth=1.1,
+            color=style["color"], linestyle="--" if dashed else "-", label=label)
+    counts_ax.stairs(rows["count"].clip(lower=0).to_numpy(), [*rows["bin_low"], rows["bin_high"].iloc[-1]],
+                     color=style["color"], linewidth=1.0, linestyle="--" if dashed else "-")
 
 
 def draw(tables: Path):
@@ -54,28 +36,42 @@ def draw(tables: Path):
     if data.empty:
         return None
     styles = common.method_styles(data["method"])
-    blocks = common.blocks(data)
-    panels = [(d, a, m, density) for d, a in blocks
-              for m, density in dict.fromkeys(zip(*(data.loc[(data["dataset"] == d) & (data["arch"] == a), k]
-                                                    for k in ("method", "density")))) if m != DENSE]
-    if not panels:
-        return None
-    rows_of_panels = -(-len(panels) // NCOLS)
-    fig = plt.figure(figsize=(3.3 * min(NCOLS, len(panels)), 4.0 * rows_of_panels))
-    outer = fig.add_gridspec(rows_of_panels, min(NCOLS, len(panels)), hspace=0.55, wspace=0.35)
-    for i, (dataset, arch, method, density) in enumerate(panels):
-        inner = outer[divmod(i, NCOLS)].subgridspec(2, 1, height_ratios=[3, 1], hspace=0.08)
+    panels = [panel for block in common.blocks(data)
+              for panel in common.density_panels(data[(data["dataset"] == block[0]) & (data["arch"] == block[1])],
+                                                 block)]
+    nrows, ncols, positions = common.block_layout(panels, NCOLS)
+    fig = common.plt.figure(figsize=(3.6 * ncols, 4.1 * nrows), layout="constrained")
+    outer = fig.add_gridspec(nrows, ncols)
+    axes = []
+    for panel, (row, column) in zip(panels, positions):
+        inner = outer[row, column].subgridspec(2, 1, height_ratios=[3, 1])
         ax, counts_ax = fig.add_subplot(inner[0]), fig.add_subplot(inner[1])
-        block = data[(data["dataset"] == dataset) & (data["arch"] == arch)]
-        rows = block[(block["method"] == method) & (block["density"] == density)].sort_values("bin")
-        reference = block[block["method"] == DENSE].sort_values("bin")
-        _panel(ax, counts_ax, rows, styles[method], method, reference if len(reference) else None, styles.get(DENSE))
-        ax.set_title(f"{dataset} / {arch}\n{method}, d = {density:g} (n = {int(rows['n'].iloc[0])})", fontsize=8)
-    fig.suptitle("Reliability diagrams at the main density: bars = the panel's method (test points of every seed "
-                 "pooled), blue line = dense VI, dashed = perfect calibration;\nlower panels: test points per bin "
-                 f"(bars: the method, outline: dense VI; log scale); {common.seeds_text(data['n'])}", fontsize=9)
-    height = 4.0 * rows_of_panels
-    fig.subplots_adjust(top=1 - 1.0 / height, bottom=0.6 / height)
+        block = data[(data["dataset"] == panel.block[0]) & (data["arch"] == panel.block[1])]
+        reference = block[block["method"] == common.DENSE]
+        if not reference.empty and all(method != common.DENSE for method, _ in panel.cells):
+            _method(ax, counts_ax, reference, styles[common.DENSE], REFERENCE, dashed=True)
+        for method, density in panel.cells:
+            rows = common.cell_rows(block, method, density)
+            _method(ax, counts_ax, rows, styles[method], REFERENCE if method == common.DENSE else method,
+                    method == common.DENSE)
+        ax.plot([0, 1], [0, 1], linestyle=":", color="grey", linewidth=0.8)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("accuracy", fontsize=8)
+        ax.tick_params(labelsize=7, labelbottom=False)
+        ns = [int(common.cell_rows(block, m, d)["n"].iloc[0]) for m, d in panel.cells]
+        ax.set_title(f"{panel.block[0]} / {panel.block[1]}, {panel.title} ({common.seeds_text(ns)})", fontsize=8)
+        ax.grid(alpha=0.3)
+        counts_ax.set_yscale("symlog", linthresh=1)
+        counts_ax.set_xlim(0, 1)
+        counts_ax.set_xlabel("confidence (top-label probability)", fontsize=8)
+        counts_ax.set_ylabel("points", fontsize=7)
+        counts_ax.tick_params(labelsize=7)
+        axes.append(ax)
+    common.figure_legend(fig, axes, ncol=4)
+    fig.suptitle("Reliability diagrams of every method at every density: accuracy against mean confidence per bin "
+                 "(test points of every seed pooled), dashed: dense VI, dotted: perfect calibration;\nstrips: test "
+                 f"points per bin (log scale); {common.seeds_text(data['n'])}", fontsize=9)
     return fig
 
 

@@ -38,10 +38,9 @@ def draw(tables: Path):
     ax.set_xlabel("σ-init")
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3, which="both")
-    legend_rows = common.figure_legend(fig, axes, ncol=2)
+    common.figure_legend(fig, axes, ncol=2)
     fig.suptitle(f"Accuracy vs σ-init (mean ± std over seeds, {common.seeds_text(rob['n'])}; dashed: dense VI)",
                  fontsize=10)
-    fig.tight_layout(rect=(0, 0.07 * legend_rows + 0.02, 1, 1))
     return fig
 
 

@@ -37,9 +37,8 @@ def draw(tables: Path):
         common.density_axis(ax, table["delta_t"], "ΔT (steps between subspace updates)")
         ax.set_ylabel(common.METRIC_LABELS[metric])
         ax.grid(alpha=0.3, which="both")
-    legend_rows = common.figure_legend(fig, axes, ncol=5)
+    common.figure_legend(fig, axes, ncol=5)
     fig.suptitle(f"SSVI subspace schedule (mean ± std over seeds, {common.seeds_text(table['n'])})")
-    fig.tight_layout(rect=(0, 0.08 * legend_rows + 0.02, 1, 1))
     return fig
 
 

@@ -1,8 +1,10 @@
 """Distribution shift: test accuracy against corruption severity (1-5, accuracy averaged over the
-corruptions), every density: one row of panels per dataset x architecture, one panel per sparse density
-(titled "d = ..."), each with every sparse method at that density and dense VI (density 1, dashed, the same
-in every panel of the row). "clean" is the uncorrupted test accuracy of table ``main``. Error bars = std
-over seeds. Reads ``shift.csv`` (and ``main.csv``) written by aggregate.py.
+corruptions) of every method at every density it ran: one row of panels per dataset x architecture, one panel
+per density that block ran (titled "d = ..."; ensembles at their members' summed density; a method's dense
+variants and dense ensembles in a "d ≥ 1" panel), at most five methods a panel (more: a second panel of that
+density), dense VI (density 1, dashed) in every panel for reference. A block gets no panel for a density none of
+its methods ran. "clean" is the uncorrupted test accuracy of table ``main``. Error bars = std over seeds. Reads
+``shift.csv`` (and ``main.csv``) written by aggregate.py.
 
     python paper_figures/shift_accuracy_vs_severity.py --tables results/tables --out results/figures
 """
@@ -18,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 NAME = "shift_accuracy_vs_severity"
-DENSE = "dense_vi"
+DENSE = common.DENSE
+NCOLS = 4
 
 
 def curve(shift: pd.DataFrame, main: pd.DataFrame, dataset: str, arch: str, method: str, density: float):
@@ -39,33 +42,42 @@ def draw(tables: Path):
     if shift.empty or shift["acc_pct_mean"].isna().all():  # no runs, or the shift set was not evaluated
         return None
     shift = shift.assign(severity=shift["severity"].astype(str))
+    shift = shift[shift["acc_pct_mean"].notna()]
     main = common.read_table(tables, "main")
     styles = common.method_styles(shift["method"])
-    blocks = common.blocks(shift)
-    densities = sorted({d for d in shift.loc[shift["method"] != DENSE, "density"]}, reverse=True) or [None]
-    panels = [(d, a, density) for d, a in blocks for density in densities]
-    fig, axes = common.panel_grid(len(panels), ncols=len(densities), size=(4.2, 3.3))
-    for ax, (dataset, arch, density) in zip(axes, panels):
+    panels = [panel for block in common.blocks(shift)
+              for panel in common.density_panels(shift[(shift["dataset"] == block[0]) & (shift["arch"] == block[1])],
+                                                 block)]
+    nrows, ncols, positions = common.block_layout(panels, NCOLS)
+    fig, grid = common.plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.3 * nrows), squeeze=False,
+                                    layout="constrained")
+    used = set(positions)
+    for index, ax in enumerate(grid.flat):
+        if divmod(index, ncols) not in used:
+            ax.remove()
+    reference = f"{DENSE} (reference, d = 1)"
+    for panel, (row, column) in zip(panels, positions):
+        ax = grid[row][column]
+        dataset, arch = panel.block
         block = shift[(shift["dataset"] == dataset) & (shift["arch"] == arch)]
-        at_density = block if density is None else block[(block["density"] - density).abs() < 1e-9]
-        methods = [m for m in dict.fromkeys(block["method"]) if m == DENSE or m in set(at_density["method"])]
-        if not methods:
-            ax.text(0.5, 0.5, common.EMPTY_MESSAGE, ha="center", va="center", transform=ax.transAxes)
-        for method in methods:
-            x, mean, std = curve(shift, main, dataset, arch, method, 1.0 if method == DENSE else density)
-            dense = method == DENSE
-            ax.errorbar(x, mean, yerr=std, label=method + (" (d = 1)" if dense else ""), capsize=2, markersize=5,
-                        linewidth=1, linestyle="--" if dense else "-", **styles[method])
+        cells = list(panel.cells)
+        if (block["method"] == DENSE).any() and all(method != DENSE for method, _ in cells):
+            cells.insert(0, (DENSE, 1.0))
+        for method, density in cells:
+            x, mean, std = curve(shift, main, dataset, arch, method, density)
+            dense, ensemble = method == DENSE, common.is_ensemble(method)
+            ax.errorbar(x, mean, yerr=std, label=reference if dense else method, capsize=2, markersize=5, linewidth=1,
+                        linestyle="--" if dense else ":" if ensemble else "-",
+                        fillstyle="none" if ensemble else "full", **styles[method])
         ax.set_xticks(range(6), ["clean", "1", "2", "3", "4", "5"])
         ax.set_xlabel("corruption severity")
         ax.set_ylabel("test accuracy (%)")
-        where = "dense VI only" if density is None else f"d = {density:g} (dense VI: d = 1)"
-        ax.set_title(f"{dataset} / {arch}, {where}", fontsize=9)
+        ax.set_title(f"{dataset} / {arch}, {panel.title}", fontsize=9)
         ax.grid(alpha=0.3)
-    legend_rows = common.figure_legend(fig, axes, ncol=5)
+    common.figure_legend(fig, [grid[r][c] for r, c in positions], ncol=5)
     fig.suptitle(f"Accuracy under corruption vs severity, mean over corruptions (mean ± std over seeds, "
-                 f"{common.seeds_text(shift['n'][shift['n'] > 0])}; one panel per density)", fontsize=10)
-    fig.tight_layout(rect=(0, 0.06 * legend_rows / max(1, len(blocks)) ** 0.5 + 0.02, 1, 1))
+                 f"{common.seeds_text(shift['n'][shift['n'] > 0])}; one panel per density; dashed: dense VI)",
+                 fontsize=10)
     return fig
 
 

@@ -184,6 +184,9 @@ class Method:
                                     the active entries' gradient, so such a step takes the dense path)
       training_sample()             context of the step's forward and backward (IVON: one weight sample)
       kl(model), kl_scale           the KL term of a variational posterior and its scale (kl_scale / N_train)
+      kl_weight(weight, epoch)      each epoch: the KL term's weight in the loss (``weight`` = the recipe's
+                                    kl_scale / N_train * warm-up; variational posteriors only)
+      extra_loss(logits, labels)    each training step, before backward(): a term added to the loss (None: none)
       step(step, optimizer) -> bool after backward(); True when the step was a subspace update
       train_flops_per_example(step) FLOPs of that training step per example
       optimizer_flops_per_step(step) FLOPs of the step's optimiser work beyond SGD's (IVON's sampling), per step
@@ -326,6 +329,16 @@ class Method:
 
     def needs_dense_gradient(self, step: int) -> bool:
         return False
+
+    def kl_weight(self, weight: float, epoch: int) -> float:
+        """The KL term's weight in epoch ``epoch``'s loss (loss = CE + this * KL); ``weight`` is the recipe's
+        kl_scale / N_train * min(2 epoch / epochs, 1). Override to reweight or reschedule the KL term."""
+        return weight
+
+    def extra_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
+        """A term added to every training step's loss (a scalar tensor in the autograd graph of ``logits`` or of
+        ``self.model``'s parameters), or None for none. It is part of the logged ``loss``, not of ``ce`` or ``kl``."""
+        return None
 
     def step(self, step: int, optimizer: torch.optim.Optimizer) -> bool:
         self.masked_optimizer_step(optimizer)

@@ -349,10 +349,10 @@ _held: dict[Path, int] = {}  # run directories this process holds -> nesting dep
 
 
 @contextlib.contextmanager
-def run_directory_lock(out: Path, purpose: str = "ssvi"):
+def run_directory_lock(out: Path, purpose: str = "ssvi", option: str = "--out"):
     """Hold ``out/run.lock`` exclusively (:mod:`ssvi.locks`: ``flock``, released by the OS when the process dies)
     with our pid and host in it. The same process may re-enter (train, then evaluate, in one job); another is
-    refused."""
+    refused. ``option``: the command's option naming the directory (train: --out, evaluate: --run), for the advice."""
     key = Path(os.path.abspath(out))
     if key in _held:
         _held[key] += 1
@@ -364,10 +364,13 @@ def run_directory_lock(out: Path, purpose: str = "ssvi"):
     try:
         fd = locks.acquire(out / LOCK_FILE, locks.process_note(purpose), wait_s=LOCK_WAIT_S)
     except locks.LockHeld as held:
-        raise RunConflictError(f"{out} is in use by another ssvi process ({held.note}); "
-                               "wait for it to finish, or use another --out") from None
+        then = ", or use another --out" if option == "--out" else ", then run again"
+        raise RunConflictError(f"{out} is in use by another ssvi process ({held.note}); wait for it to finish"
+                               f"{then}") from None
     except OSError as error:
-        raise UserError(f"cannot write to the run directory {out} ({error.strerror}); choose a --out you can write to") from None
+        fix = (f"choose a {option} you can write to" if option == "--out" else "it writes its results into the run: "
+               f"make the directory writable, or copy the run where you can write and pass the copy as {option}")
+        raise UserError(f"cannot write to the run directory {out} ({error.strerror}); {fix}") from None
     try:
         remove_stale_temporaries(out)  # left by a process killed mid-write
         _held[key] = 1

@@ -231,7 +231,7 @@ def evaluate_run(run_dir: str | Path, data_dir: str | None = None, device: str =
     if not run_dir.is_dir():
         raise UserError(f"{run_dir} does not exist; --run takes the directory of a finished run "
                         "(the --out of a completed `python -m ssvi train`)")
-    with run_directory_lock(run_dir, "ssvi evaluate"):
+    with run_directory_lock(run_dir, "ssvi evaluate", option="--run"):
         try:
             return _evaluate(run_dir, data_dir, device, skip, threads, keep_probs, live)
         except DiskFullError as error:
@@ -272,6 +272,8 @@ def _evaluate(run_dir: Path, data_dir, device, skip, threads, keep_probs, live=N
 
     sets = evaluation_sets(data.name)
     not_evaluated = [name for name in sets if name in skip]
+    log.info("evaluating OOD detection and distribution shift of %s: %s", run_dir,
+             ", ".join(name for name in sets if name not in not_evaluated) or "no set (every one skipped)")
     kept["test"], in_scores = scored(data.x_test, test_samples)
     ood = {}
     for name in OOD_SETS.get(data.name, ()):

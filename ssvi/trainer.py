@@ -4,7 +4,8 @@
 
 Recipe (reference section 2): SGD with momentum and two parameter groups (mu + BatchNorm + biases with
 weight decay; rho with its own lr and none), cosine lr stepped per epoch, and per minibatch
-    loss = mean cross-entropy + kl_scale / N_train * min(2 * epoch / epochs, 1) * KL,  epoch from 1.
+    loss = mean cross-entropy + kl_scale / N_train * min(2 * epoch / epochs, 1) * KL,  epoch from 1
+(the KL weight passes through the method's ``kl_weight`` hook; its ``extra_loss`` term is added).
 After ``backward()`` the method's ``step`` hook either takes the (masked) optimiser step or, on a
 subspace-update step, replaces it. What a step computes follows the method's declared posterior
 (:mod:`ssvi.posterior`): a Gaussian one trains with the LRT and the KL term; every other kind trains its mean
@@ -196,7 +197,7 @@ def progress(text: str) -> None:
 def train_one_epoch(run: Run) -> dict:
     cfg, model, data = run.cfg, run.model, run.data
     epoch = run.epoch + 1
-    beta = kl_weight(cfg, epoch, len(data.y_train), run.method.kl_scale)
+    beta = run.method.kl_weight(kl_weight(cfg, epoch, len(data.y_train), run.method.kl_scale), epoch)  # the hook
     model.train()
     set_mode(model, run.method.forward_mode)
     sums = torch.zeros(3, dtype=torch.float64, device=run.device)  # loss, ce, kl (summed over examples)
@@ -235,6 +236,8 @@ def train_step(run: Run, inputs: torch.Tensor, labels: torch.Tensor, beta: float
             loss = ce + beta * kl
         else:
             kl, loss = torch.zeros((), device=ce.device), ce  # no sigma, no KL term
+        extra = run.method.extra_loss(logits.float(), labels)  # the method's hook: a term added to the loss, or None
+        loss = loss if extra is None else loss + extra
         loss.backward()
     run.method.step(run.step, run.optimizer)
     run.train_flops += (run.method.train_flops_per_example(run.step) * len(labels)
@@ -315,7 +318,7 @@ def run(cfg: RunConfig, out: str | Path, restart_on_config_change: bool = False,
             check_same_run(cfg, out, restart_on_config_change)
             if (out / METRICS).exists():
                 result = check_finished(out)
-                log.info("run in %s is already finished; nothing to do", out)
+                log.info("run in %s is already trained and evaluated (%s whole); not training it again", out, METRICS)
                 return result
             log.info("ssvi train: started (pid %d) in %s", os.getpid(), out)
             return _train_and_evaluate(cfg, out, position, evaluated)

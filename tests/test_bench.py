@@ -3,6 +3,7 @@
 import contextlib
 import copy
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +14,8 @@ from ssvi.layers import BayesConv2d, BayesianLayer, BayesLinear, bayesian_layers
 from ssvi.models import create_model
 from ssvi.reference import reference_path, reference_total_kl
 from ssvi.subspace import random_mask, select_sparse_layers, set_masks, zero_inactive
+
+REPO = Path(__file__).resolve().parent.parent
 
 PRIOR_STD = 0.005
 BETA = 1e-3  # large enough that the KL's gradient is a visible part of every parameter's
@@ -222,7 +225,7 @@ def test_concurrency_option_parsing():
 
 
 def test_the_command_line_prints_one_screen_and_writes_the_full_record_to_out(tmp_path, capsys):
-    from ssvi.bench.cli import main as bench_main
+    from ssvi.bench.cli import build_parser, main as bench_main
     out = tmp_path / "bench.json"
     args = ["--width", "0.125", "--batch", "4", "--image-size", "8", "--steps", "1", "--warmup", "1",
             "--no-sparse-routes", "--threads", "1"]
@@ -235,3 +238,16 @@ def test_the_command_line_prints_one_screen_and_writes_the_full_record_to_out(tm
     assert printed[-1] == f"full record: {out}" and len(printed) <= 25
     record = json.loads(out.read_text())
     assert record["train_step"]["production_vs_reference"] > 0 and "notes" in record
+    # and --help says so (it once promised the JSON on stdout)
+    help_text = " ".join(build_parser().format_help().split())
+    assert "JSON to stdout" not in help_text
+    assert "a one-screen summary to stdout; the full JSON record is written only to the file --out names" in help_text
+
+
+def test_performance_page_gives_the_duration_of_its_sparse_kernel_benchmark_as_recorded():
+    """docs/performance.md quotes how long its sparse-kernel command ran: the record's wall_time_s."""
+    record = json.loads((REPO / "results" / "measured" / "cpu_sparse_kernels.json").read_text())
+    page = " ".join((REPO / "docs" / "performance.md").read_text().split())
+    seconds = round(record["wall_time_s"])
+    assert "--out results/measured/cpu_sparse_kernels.json" in page
+    assert f"**{seconds} s** ({seconds // 60} min {seconds % 60} s)" in page

@@ -8,6 +8,7 @@ Grouped by kind: config files, config values, the machine (devices, directories)
 """
 
 import errno
+import logging
 import os
 import pathlib
 import signal
@@ -122,6 +123,24 @@ def test_read_only_out(tmp_path, capsys, monkeypatch):
                     "choose a --out you can write to")
 
 
+def test_evaluate_on_a_run_it_cannot_write_names_its_own_option(tmp_path, capsys, monkeypatch):
+    """Issue 28: ``evaluate`` takes --run, yet an unwritable run said 'choose a --out you can write to'."""
+    run = tmp_path / "run"
+    run.mkdir()
+    real_open = os.open
+
+    def read_only(path, *args, **kwargs):  # simulated: this suite may run as root
+        if str(path).endswith(LOCK_FILE):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only)
+    line = _error_line(capsys, ["evaluate", "--run", str(run)])
+    assert line == (f"ssvi: error: cannot write to the run directory {run} (Permission denied); it writes its results "
+                    "into the run: make the directory writable, or copy the run where you can write and pass the copy "
+                    "as --run")
+
+
 def test_out_under_a_regular_file(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("")
     out = tmp_path / "notes.txt" / "run"
@@ -135,6 +154,21 @@ def test_out_under_a_regular_file(tmp_path, capsys):
 # --------------------------------------------------------------------------------------------
 # run-directory state
 # --------------------------------------------------------------------------------------------
+
+def test_train_evaluate_on_a_trained_run_says_it_skips_training_then_evaluates(tmp_path, caplog):
+    """Issue 28: 'already finished; nothing to do' was printed before an evaluation that then ran."""
+    out = tmp_path / "run"
+    assert main(_train(out)) == 0
+    caplog.clear()
+    caplog.set_level(logging.INFO, logger="ssvi")
+    assert main(_train(out, "--evaluate")) == 0
+    lines = [record.getMessage() for record in caplog.records]
+    skipped = [i for i, line in enumerate(lines) if "already trained" in line]
+    evaluating = [i for i, line in enumerate(lines) if line.startswith("evaluating OOD detection and distribution")]
+    assert skipped and evaluating and skipped[0] < evaluating[0], lines
+    assert not any("nothing to do" in line for line in lines)
+    assert (out / "ood_shift.json").is_file()
+
 
 def test_conflicting_config_names_keys_and_values_and_the_way_out(tmp_path, capsys):
     out = tmp_path / "run"

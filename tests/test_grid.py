@@ -4,6 +4,7 @@
 """
 
 import copy
+import re
 import sys
 from pathlib import Path
 
@@ -108,3 +109,54 @@ def test_embedded_default_is_a_miniature_of_the_paper():
     variants = {r.variant for r in runs}
     assert any(v.startswith("crit-") for v in variants) and any(v.startswith("sigma") for v in variants)
     assert any(v.startswith("dt") for v in variants)
+
+
+def test_a_methods_entry_with_options_gives_each_value_its_own_run_path_and_extra():
+    config = small(run={"delta_t": 10, "epochs": 2}, methods={
+        "ssvi": [0.1],  # the list form, as before
+        "posthoc": [0.05, {"densities": [0.1], "extra": {"bn_reestimation": [True, False]}}],  # mixed, per entry
+        "gradual_pruning": {"densities": [0.05, 0.1], "extra": {"tag": "a-b_1.5"}},  # one (word) value
+    })
+    runs = grid.run_grid(config)
+    assert sorted(runs) == sorted([
+        "digits/resnet18/ssvi/default/d0.1/seed0",
+        "digits/resnet18/posthoc/ft0/d0.05/seed0",
+        "digits/resnet18/posthoc/ft0+bn_reestimationtrue/d0.1/seed0",
+        "digits/resnet18/posthoc/ft0+bn_reestimationfalse/d0.1/seed0",
+        "digits/resnet18/gradual_pruning/default+taga-b_1.5/d0.05/seed0",
+        "digits/resnet18/gradual_pruning/default+taga-b_1.5/d0.1/seed0",
+        "digits/resnet18/dense_vi/default/d1/seed0",  # the post-hoc runs' source
+    ])
+    off = grid.run_overrides(config, runs["digits/resnet18/posthoc/ft0+bn_reestimationfalse/d0.1/seed0"])
+    assert off["extra"] == {"bn_reestimation": False} and off["epochs"] == 0
+    assert "extra" not in grid.run_overrides(config, runs["digits/resnet18/ssvi/default/d0.1/seed0"])
+    assert grid.expected_config(config, runs["digits/resnet18/posthoc/ft0+bn_reestimationfalse/d0.1/seed0"])[
+        "extra"] == {"bn_reestimation": False}
+    # the run path names its options: they can be read back from the run's recorded extra
+    assert grid.path_options("ft0+bn_reestimationfalse", {"bn_reestimation": False}) == {"bn_reestimation": False}
+    assert grid.base_variant("default+kl_factor0.5+tagx") == "default"
+
+
+def test_several_options_run_every_combination_and_add_to_the_runs_extra():
+    config = small(run={"delta_t": 10, "extra": {"shared": 1}},
+                   methods={"ssvi": {"densities": [0.1], "extra": {"b": [1, 2], "a": [0.5, 1e-3]}}})
+    variants = sorted(run.variant for run in grid.run_grid(config).values())
+    assert variants == ["default+a0.001+b1", "default+a0.001+b2", "default+a0.5+b1", "default+a0.5+b2"]
+    run = grid.run_grid(config)["digits/resnet18/ssvi/default+a0.5+b2/d0.1/seed0"]
+    assert grid.run_overrides(config, run)["extra"] == {"shared": 1, "a": 0.5, "b": 2}
+
+
+@pytest.mark.parametrize("values, message", [
+    ([0.5, 0.5000001], "two different runs map to the run path digits/resnet18/ssvi/default+k0.5/d0.1/seed0"),
+    (["a/b"], "option value 'a/b' of a methods entry's extra cannot name a run path"),
+])
+def test_option_values_that_cannot_make_their_own_run_path_are_refused(values, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        grid.run_grid(small(methods={"ssvi": {"densities": [0.1], "extra": {"k": values}}}))
+
+
+def test_options_a_method_does_not_read_are_refused_naming_the_key_and_the_method():
+    config = small(methods={"dense_vi": {"densities": [1.0], "extra": {"kl_factor": [0.5]}}})
+    [run] = grid.run_grid(config).values()
+    with pytest.raises(ConfigError, match="extra key.*'kl_factor' are not read by method 'dense_vi'"):
+        grid.expected_config(config, run)

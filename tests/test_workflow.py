@@ -298,8 +298,8 @@ def test_the_aggregation_declares_every_file_it_writes(tmp_path):
 def test_an_ensemble_entry_without_density_is_one_line(tmp_path):
     from ssvi.config import ConfigError
     config = {**ONE_RUN, "ensembles": [{"method": "ssvi", "groups": [[0, 1]]}]}
-    message = ("ensembles entry ssvi has no density: give each member's density (e.g. density: 0.05); only dense_vi "
-               "ensembles go without one")
+    message = ("ensembles entry ssvi has no density: give each member's density (e.g. density: 0.05); only the dense "
+               "methods' ensembles (deterministic, dense_vi, mc_dropout, sparse_vd) go without one")
     with pytest.raises(ConfigError, match=re.escape(message)):
         grid.run_grid(config)
     path = write_config(tmp_path, config)
@@ -364,3 +364,22 @@ def test_optional_packages_are_checked_at_dag_build(tmp_path, setting):
     assert "(run digits/resnet18/" in line and line.endswith("install it into this environment (pip install "
                                                               "<package>), or change the setting")
     assert "rule train" not in text
+
+
+def test_a_methods_entry_with_options_runs_each_value_and_a_key_the_method_does_not_read_stops_the_dag(tmp_path):
+    config = {**ONE_RUN, "methods": {"posthoc": [{"densities": [0.1], "extra": {"bn_reestimation": [True, False]}}]},
+              "posthoc_finetune_epochs": [0]}
+    result = snakemake("runs", "-n", "-p", "--configfile", str(write_config(tmp_path, config)))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    trains = {c[c.index("--out") + 1].split("/runs/")[1]: c for c in shell_commands(result.stdout)
+              if c[1:4] == ["-m", "ssvi", "train"]}
+    assert sorted(trains) == ["digits/resnet18/dense_vi/default/d1/seed0",
+                              "digits/resnet18/posthoc/ft0+bn_reestimationfalse/d0.1/seed0",
+                              "digits/resnet18/posthoc/ft0+bn_reestimationtrue/d0.1/seed0"]
+    assert 'extra={"bn_reestimation": false}' in trains["digits/resnet18/posthoc/ft0+bn_reestimationfalse/d0.1/seed0"]
+    refused = {**ONE_RUN, "methods": {"dense_vi": {"densities": [1.0], "extra": {"kl_factor": [0.5, 2.0]}}}}
+    result = snakemake("runs", "-n", "--configfile", str(write_config(tmp_path, refused, "refused.yaml")))
+    text = result.stdout + result.stderr
+    assert result.returncode != 0 and "rule train" not in text
+    assert "config error in run digits/resnet18/dense_vi/default+kl_factor0.5/d1/seed0: extra key(s) 'kl_factor' " \
+           "are not read by method 'dense_vi'" in text

@@ -39,7 +39,8 @@ measured on the same machine in the same run:
                device: aggregate samples/s per level and the speedup over one process.
 
 Times are seconds per step: median, p25/p75, min/max over the repeats after warm-up. Ratios are
-production/reference or sparse/dense medians (< 1 = faster). Progress goes to stderr, the JSON to stdout.
+production/reference or sparse/dense medians (< 1 = faster). Progress lines go to stderr, a one-screen
+summary to stdout; the full JSON record is written only to the file --out names.
 
 Modules, each readable alone:
   timing          timers, summaries, paired ratios, machine description

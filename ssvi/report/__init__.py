@@ -8,7 +8,8 @@
     evaltables.py  ood, shift, shift_corruptions
     paper.py       the expected-values file and paper_comparison
     claims.py      C1-C6, C2-time, C5-ood, C5-shift: one function per claim in a registry
-    render.py      Table, display cells, captions; CSV / Markdown / LaTeX
+    render.py      Table, display cells, captions; CSV / Markdown / LaTeX / HTML (+ the report's caption)
+    sections.py    the HTML report's order: one category per stage, every table and figure placed
     build.py       build_tables, aggregate (writes every file)
 
 The command line is ``workflow/scripts/aggregate.py``; figure scripts (paper_figures/) read the CSVs.

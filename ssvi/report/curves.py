@@ -1,7 +1,7 @@
-"""The data of the reliability diagrams and risk–coverage figures, at the config's main density.
+"""The data of the reliability diagrams and risk–coverage figures: every main-table cell (every method at every
+density it ran, post-hoc per fine-tuning epochs, a method's options, ensembles at their summed budget, dense VI).
 
-Takes the runs table (main-table cells: every method at ``main_density``, dense VI, ensembles whose budget is
-``main_density``) and each run's curves (``metrics.json`` ``curves``, or recomputed from ``predictions.pt``;
+Takes the runs table and each run's curves (``metrics.json`` ``curves``, or recomputed from ``predictions.pt``;
 ensembles from their members' stored probabilities); gives
 - ``reliability``: per cell and equal-width confidence bin, the test points pooled over the cell's runs: count,
   mean confidence, accuracy (NaN in empty bins), and n (runs);
@@ -16,31 +16,21 @@ import pandas as pd
 
 from .columns import CELL_KEYS
 from .render import Table, caption, density_cell
-from .select import close, main_cells, sort_cells
+from .select import main_cells, sort_cells
 
-DEFAULT_MAIN_DENSITY = 0.1
 RELIABILITY_COLUMNS = [*CELL_KEYS, "bin", "bin_low", "bin_high", "count", "confidence", "accuracy", "n"]
 RISK_COLUMNS = [*CELL_KEYS, "coverage", "risk_mean", "risk_std", "n"]
 
 
-def main_density(config: dict) -> float:
-    return float(config.get("main_density", DEFAULT_MAIN_DENSITY))
-
-
-def figure_cells(runs: pd.DataFrame, curves: dict[str, dict], config: dict) -> pd.DataFrame:
-    """Main-table runs at the main density (and dense VI) that have curves."""
+def figure_cells(runs: pd.DataFrame, curves: dict[str, dict]) -> pd.DataFrame:
+    """Main-table runs that have curves."""
     cells = main_cells(runs)
-    if cells.empty:
-        return cells
-    d = main_density(config)
-    keep = cells["density"].map(lambda x: close(x, d)) | (cells["method"] == "dense_vi")
-    keep &= cells["run_dir"].map(lambda r: bool(curves.get(r)))
-    return cells[keep]
+    return cells[cells["run_dir"].map(lambda r: bool(curves.get(r)))] if not cells.empty else cells
 
 
 def reliability_table(runs: pd.DataFrame, curves: dict[str, dict], config: dict) -> Table:
     rows = []
-    cells = figure_cells(runs, curves, config)
+    cells = figure_cells(runs, curves)
     for key, group in cells.groupby(CELL_KEYS, sort=False):
         bins = [curves[r]["reliability"] for r in group["run_dir"]]
         size = bins[0]["bins"]
@@ -60,8 +50,8 @@ def reliability_table(runs: pd.DataFrame, curves: dict[str, dict], config: dict)
     display["mean confidence"] = data["confidence"].map(lambda v: "—" if pd.isna(v) else f"{v:.4f}")
     display["accuracy"] = data["accuracy"].map(lambda v: "—" if pd.isna(v) else f"{v:.4f}")
     display["n (seeds)"] = data["n"]
-    text = (f"Reliability diagram data at density {main_density(config):g} (config main_density) and dense VI: "
-            "per equal-width confidence bin of the posterior predictive's top-label confidence (the last bin "
+    text = ("Reliability diagram data of every main-table row (every method at every density it ran; ensembles at "
+            "their members' summed density): per equal-width confidence bin of the posterior predictive's top-label confidence (the last bin "
             "closed), the test points of all the cell's runs pooled: their number, mean confidence and accuracy")
     return Table("reliability", data, display, caption(text, data["n"], "pooled over seeds"),
                  blocks=["dataset", "arch"])
@@ -69,7 +59,7 @@ def reliability_table(runs: pd.DataFrame, curves: dict[str, dict], config: dict)
 
 def risk_coverage_table(runs: pd.DataFrame, curves: dict[str, dict], config: dict) -> Table:
     rows = []
-    cells = figure_cells(runs, curves, config)
+    cells = figure_cells(runs, curves)
     for key, group in cells.groupby(CELL_KEYS, sort=False):
         curves_of = [curves[r]["risk_coverage"] for r in group["run_dir"]]
         risks = np.array([c["risk"] for c in curves_of])
@@ -83,8 +73,8 @@ def risk_coverage_table(runs: pd.DataFrame, curves: dict[str, dict], config: dic
     display["risk (error rate)"] = [f"{m:.4f} ± {'—' if pd.isna(s) else f'{s:.4f}'}"
                                     for m, s in zip(data["risk_mean"], data["risk_std"])]
     display["n (seeds)"] = data["n"]
-    text = (f"Risk–coverage curves at density {main_density(config):g} (config main_density) and dense VI: the "
-            "error rate of the most confident fraction (coverage) of the test set, ranked by the predictive's "
+    text = ("Risk–coverage curves of every main-table row (every method at every density it ran; ensembles at "
+            "their members' summed density): the error rate of the most confident fraction (coverage) of the test set, ranked by the predictive's "
             "maximum probability (ties: their mean error)")
     return Table("risk_coverage", data, display, caption(text, data["n"], "risk: mean ± std over seeds (ddof = 1; "
                                                               "'—' for one seed)"), blocks=["dataset", "arch"])

@@ -1,14 +1,18 @@
-"""Rendering: display cells, captions and the three files of every table.
+"""Rendering: display cells, captions and the files of every table.
 
 Takes a ``Table`` (``data``: the numbers, a plain DataFrame, written as CSV; ``display``: the formatted
-cells; ``caption``); gives ``<name>.csv``, ``<name>.md`` (one sub-table per ``blocks`` value) and
-``<name>.tex`` (each written atomically). The helpers ``pm``, ``pm_columns``, ``n_cell`` and ``caption`` make
-the display cells and captions the table builders use.
+cells; ``caption``); gives ``<name>.csv``, ``<name>.md`` (one sub-table per ``blocks`` value), ``<name>.tex``,
+``<name>.html`` (a page of its own: caption, then the tables, sortable by a click on a column header, no
+outside resources) and ``<name>.caption.rst`` (the caption as the HTML report shows it), each written atomically. The helpers ``pm``,
+``pm_columns``, ``n_cell`` and ``caption`` make the display cells and captions the table builders use; the
+definitions of ECE and FLOPs join a caption only when its table has such columns.
 """
 
 from __future__ import annotations
 
+import html
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,8 +29,21 @@ class Table:
     data: pd.DataFrame                               # numbers -> <name>.csv
     display: pd.DataFrame                            # formatted cells -> <name>.md, <name>.tex
     caption: str
-    blocks: list[str] = field(default_factory=list)  # Markdown: one sub-table per value of these columns
-    prune_blocks: bool = False                       # Markdown: drop a block's columns that are all "—"
+    blocks: list[str] = field(default_factory=list)  # Markdown, HTML: one sub-table per value of these columns
+    prune_blocks: bool = False                       # Markdown, HTML: drop a block's columns that are all "—"
+
+    def __post_init__(self):
+        self.caption = with_definitions(self.caption, self.display)
+
+
+def with_definitions(text: str, display: pd.DataFrame) -> str:
+    """``text`` followed by the definitions of the ECE variants and of FLOPs, each only when a column of the table
+    (or, in a long table, a value of its ``metric`` column) names it."""
+    names = " ".join(map(str, display.columns))
+    if "metric" in display.columns:
+        names += " " + " ".join(map(str, display["metric"].unique()))
+    notes = [note for word, note in (("ECE", ECE_NOTE), ("FLOPs", FLOPS_NOTE)) if word in names]
+    return " ".join([text, *(f"{note}." for note in notes)])
 
 
 def pm(mean, std, fmt: str, low=None, high=None) -> str:
@@ -69,9 +86,9 @@ def seeds_note(ns, unit: str = "seed", n_column: bool = True) -> str:
 
 
 def caption(text: str, ns, spread: str = STD_NOTE, unit: str = "seed", n_column: bool = True) -> str:
-    """Table caption: what it shows, how cells are summarised, n (``n_column``: the table has an n column), the ECE
-    variants and the FLOPs unit."""
-    return f"{text}. {spread}; {seeds_note(ns, unit, n_column)}. {ECE_NOTE}. {FLOPS_NOTE}."
+    """Table caption: what it shows, how cells are summarised, n (``n_column``: the table has an n column); the
+    Table adds the definitions its columns need."""
+    return f"{text}. {spread}; {seeds_note(ns, unit, n_column)}."
 
 
 TEX_SUBSTITUTIONS = {"±": r"$\pm$", "×": r"$\times$", "÷": r"$\div$", "−": "$-$", "—": "---", "–": "--",
@@ -107,14 +124,8 @@ def to_markdown(table: Table) -> str:
     parts = [f"**{table.name}** — {table.caption}", ""]
     if table.display.empty:
         parts += ["_No runs for this table._", ""]
-    if table.blocks and not table.display.empty:
-        for key, block in table.display.groupby(table.blocks, sort=False):
-            block = block.drop(columns=table.blocks)
-            if table.prune_blocks:
-                block = block.loc[:, ~block.astype(str).eq("—").all()]
-            parts += [f"### {' / '.join(map(str, key))}", "", md(block), ""]
-    else:
-        parts += [md(table.display), ""]
+    for heading, block in _blocks(table):
+        parts += ([f"### {heading}", ""] if heading is not None else []) + [md(block), ""]
     return "\n".join(parts)
 
 
@@ -137,10 +148,73 @@ def finite_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.replace([math.inf, -math.inf], math.nan)
 
 
+HTML_STYLE = """body{font-family:system-ui,sans-serif;font-size:14px;margin:1em;color:#111}
+p.caption{max-width:70em;line-height:1.4;color:#333}
+table{border-collapse:collapse;margin:0.5em 0 1.5em}th,td{border:1px solid #ccc;padding:3px 7px;text-align:left}
+th{background:#f0f0f0;cursor:pointer;user-select:none}th[data-order=ascending]::after{content:" \\25B2"}
+th[data-order=descending]::after{content:" \\25BC"}tbody tr:nth-child(even){background:#fafafa}"""
+# a click on a column header sorts the rows by it (numbers by the value that leads the cell: "97.9 ± 0.5" -> 97.9)
+HTML_SORT = """document.querySelectorAll("table.sortable th").forEach(function (th) {
+  th.addEventListener("click", function () {
+    var body = th.closest("table").tBodies[0], column = Array.prototype.indexOf.call(th.parentNode.children, th);
+    var ascending = th.dataset.order !== "ascending";
+    th.parentNode.querySelectorAll("th").forEach(function (other) { delete other.dataset.order; });
+    th.dataset.order = ascending ? "ascending" : "descending";
+    var key = function (row) {
+      var text = row.cells[column].textContent.trim(), number = parseFloat(text.replace("\u2212", "-"));
+      return isNaN(number) ? [1, text] : [0, number];
+    };
+    Array.from(body.rows).sort(function (a, b) {
+      var x = key(a), y = key(b), order = x[0] - y[0] || (x[1] < y[1] ? -1 : x[1] > y[1] ? 1 : 0);
+      return ascending ? order : -order;
+    }).forEach(function (row) { body.appendChild(row); });
+  });
+});"""
+
+
+def _blocks(table: Table) -> list[tuple[str | None, pd.DataFrame]]:
+    """(heading, cells) of each sub-table: one per value of ``table.blocks``, or the whole table."""
+    if not table.blocks or table.display.empty:
+        return [(None, table.display)]
+    parts = []
+    for key, block in table.display.groupby(table.blocks, sort=False):
+        block = block.drop(columns=table.blocks)
+        if table.prune_blocks:
+            block = block.loc[:, ~block.astype(str).eq("—").all()]
+        parts.append((" / ".join(map(str, key if isinstance(key, tuple) else (key,))), block))
+    return parts
+
+
+def to_html(table: Table) -> str:
+    """A page of its own: the table's name and caption, then its (sub-)tables, sortable by column."""
+    parts = [f"<h1>{html.escape(table.name)}</h1>", f'<p class="caption">{html.escape(table.caption)}</p>']
+    if table.display.empty:
+        parts.append("<p><em>No runs for this table.</em></p>")
+    else:
+        for heading, block in _blocks(table):
+            if heading is not None:
+                parts.append(f"<h2>{html.escape(heading)}</h2>")
+            parts.append(block.astype(str).to_html(index=False, escape=True, border=0, classes="sortable",
+                                                   na_rep="—"))
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(table.name)}</title>'
+            f"<style>{HTML_STYLE}</style></head>\n<body>\n" + "\n".join(parts)
+            + f"\n<script>{HTML_SORT}</script>\n</body></html>\n")
+
+
+def report_caption(text: str) -> str:
+    """A caption for the HTML report (reStructuredText, as Snakemake's report reads it, which passes it through
+    Jinja first): the text as one raw HTML paragraph, braces as entities so no template syntax can form."""
+    escaped = html.escape(re.sub(r"\s+", " ", text).strip()).replace("{", "&#123;").replace("}", "&#125;")
+    return f".. raw:: html\n\n   <p>{escaped}</p>\n"
+
+
+TABLE_FILES = ("csv", "md", "tex", "html", "caption.rst")
+
+
 def write_table(table: Table, out: Path) -> list[Path]:
-    """The table's three files, each rendered first and written atomically (:mod:`ssvi.files`): a full or
-    read-only file system is one error, and no file is left half-written."""
-    paths = [Path(out) / f"{table.name}.{ext}" for ext in ("csv", "md", "tex")]
-    for path, text in zip(paths, (finite_frame(table.data).to_csv(index=False), to_markdown(table), to_latex(table))):
+    paths = [Path(out) / f"{table.name}.{ext}" for ext in TABLE_FILES]
+    texts = (finite_frame(table.data).to_csv(index=False), to_markdown(table), to_latex(table), to_html(table),
+             report_caption(table.caption))
+    for path, text in zip(paths, texts):
         write_text(path, text)
     return paths

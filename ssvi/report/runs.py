@@ -65,8 +65,12 @@ def expected_configs(config: dict) -> dict[str, dict]:
     return {path: grid.expected_config(config, spec) for path, spec in grid.run_grid(config).items()}
 
 
-def method_label(method: str, ft_epochs) -> str:
-    return f"posthoc (ft {int(ft_epochs)})" if method == "posthoc" else method
+def method_label(method: str, ft_epochs, options: dict | None = None) -> str:
+    """The table label of a run: the method, post-hoc's fine-tuning epochs and the options of its methods entry
+    (``posthoc (ft 3)``, ``dense_vi_klw (kl_factor 0.5)``, ``posthoc (ft 0, bn_reestimation false)``)."""
+    parts = [f"ft {int(ft_epochs)}"] if method == "posthoc" else []
+    parts += [f"{key} {grid.option_text(value)}" for key, value in (options or {}).items()]
+    return f"{method} ({', '.join(parts)})" if parts else method
 
 
 def infer_variant(method: str, cfg: dict, defaults: dict) -> str:
@@ -127,10 +131,11 @@ def run_row(run_dir: Path, m: dict, defaults: dict, views: dict | None = None, v
     ft = cfg.get("epochs", m.get("epochs")) if method == "posthoc" else None
     parsed = grid.RUN_PATH.search(Path(run_dir).as_posix())
     mean_weight, provenance = m.get("mean_weight", {}), m.get("provenance", {})
+    variant = parsed["variant"] if parsed else infer_variant(method, cfg, defaults)
     return {
         "run_dir": str(run_dir), "dataset": m["dataset"], "arch": m["arch"], "method": method,
-        "label": method_label(method, ft),
-        "variant": parsed["variant"] if parsed else infer_variant(method, cfg, defaults),
+        "label": method_label(method, ft, grid.path_options(variant, cfg.get("extra") or {})),
+        "variant": variant,
         "density": float(parsed["density"]) if parsed else number(m.get("target_density", 1.0)),
         "seed": int(m["seed"]),
         **{k: cfg.get(k, defaults[k]) for k in ("criterion", "delta_t")},

@@ -10,6 +10,7 @@ arch and method, density descending.
 from __future__ import annotations
 
 import math
+import re
 
 import pandas as pd
 
@@ -30,18 +31,29 @@ def method_order(config: dict, methods) -> list[str]:
     return list(dict.fromkeys(order))
 
 
+FT_EPOCHS = re.compile(r"\(ft (\d+)")
+
+
+def natural(text: str) -> tuple:
+    """Sort key reading the numbers in ``text`` as numbers ('kl_factor 0.5' before 'kl_factor 2')."""
+    return tuple((0, float(part), "") if re.fullmatch(r"\d+(\.\d*)?", part) else (1, 0.0, part)
+                 for part in re.findall(r"\d+(?:\.\d*)?|\D+", text))
+
+
 def sort_cells(stats: pd.DataFrame, config: dict) -> pd.DataFrame:
-    """Config order of dataset, arch, method (posthoc by fine-tune epochs), density descending."""
+    """Config order of dataset, arch, method (posthoc by fine-tune epochs; a method's options by their values),
+    density descending."""
     if stats.empty:
         return stats
     datasets, archs = list(config.get("datasets", [])), list(config.get("archs", []))
     methods = method_order(config, [label.split(" ")[0] for label in stats["method"]])
 
     def key(row):
-        base, _, rest = row["method"].partition(" (ft ")
-        ft = int(rest.rstrip(")")) if rest else -1
+        base = row["method"].split(" ")[0]
+        ft = FT_EPOCHS.search(row["method"])
         rank = lambda seq, x: (seq.index(x) if x in seq else len(seq), x)  # noqa: E731
-        return (*rank(datasets, row["dataset"]), *rank(archs, row["arch"]), *rank(methods, base), ft, -row["density"])
+        return (*rank(datasets, row["dataset"]), *rank(archs, row["arch"]), *rank(methods, base),
+                int(ft[1]) if ft else -1, natural(row["method"]), -row["density"])
 
     return stats.iloc[sorted(range(len(stats)), key=lambda i: key(stats.iloc[i]))].reset_index(drop=True)
 
@@ -57,11 +69,12 @@ ENSEMBLE = "ensemble"  # the variant of the report layer's ensemble rows (ssvi.r
 
 def main_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """The default recipe of every method at the config's densities and main seeds (and the post-hoc fine-tune
-    variants, and the ensembles); runs that only serve as ensemble members (extra seeds, other densities) are left
-    out (column main_grid, ssvi.report.runs)."""
-    posthoc_ft = (runs["method"] == "posthoc") & runs["variant"].str.startswith("ft")
+    variants, the options of methods entries, and the ensembles); runs that only serve as ensemble members (extra
+    seeds, other densities) are left out (column main_grid, ssvi.report.runs)."""
+    base = runs["variant"].map(grid.base_variant)
+    posthoc_ft = (runs["method"] == "posthoc") & base.str.startswith("ft")
     in_grid = runs["main_grid"].fillna(True).astype(bool) if "main_grid" in runs else True
-    return runs[((runs["variant"] == grid.DEFAULT) | posthoc_ft | (runs["variant"] == ENSEMBLE)) & in_grid]
+    return runs[((base == grid.DEFAULT) | posthoc_ft | (runs["variant"] == ENSEMBLE)) & in_grid]
 
 
 def main_cells(runs: pd.DataFrame) -> pd.DataFrame:

@@ -13,7 +13,9 @@ import grid  # noqa: E402
 from ssvi.config import ConfigError, RunConfig, coerce_numbers, load_yaml, results_config  # noqa: E402
 from ssvi.locks import hold_results_directory, release_results_directory  # noqa: E402
 from ssvi.packages import check_installed  # noqa: E402
+from ssvi.report import sections as report_section  # noqa: E402
 from ssvi.report.build import EXTRA_FILES as AGGREGATE_EXTRA_FILES, TABLE_NAMES  # noqa: E402
+from ssvi.report.render import TABLE_FILES  # noqa: E402
 from ssvi.rundir import METRICS, damaged_files  # noqa: E402
 from ssvi.shift import datasets_to_verify  # noqa: E402
 
@@ -172,6 +174,13 @@ def aggregate_command(threads):
     return shell_words([PYTHON, "workflow/scripts/aggregate.py", "--config", RESOLVED_CONFIG,
                         "--config-sha256", RESOLVED_SHA256, "--threads", threads,
                         "--expected", EXPECTED_VALUES, "--require-eval", "--out", TABLES_DIR, *runs])
+
+
+def report_table(path):
+    """A table's HTML page as a report entry: its caption (written by the aggregation), category and number."""
+    name = Path(path).name.removesuffix(".html")
+    return report(path, caption=str(Path(f"{TABLES_DIR}/{name}.caption.rst").absolute()),
+                  category=report_section.category(name), labels=report_section.labels(name))
 
 
 def figure_command(name):

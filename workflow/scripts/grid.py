@@ -7,21 +7,28 @@ of the default recipe, added here for every seed of their groups.
 A run lives in ``<results_dir>/runs/<dataset>/<arch>/<method>/<variant>/d<density>/seed<seed>/``, where
 ``variant`` is ``default`` (the recipe of ``config['run']``), ``crit-<criterion>`` (criteria ablation),
 ``sigma<s>-kl<k>`` (hyperparameter robustness), ``dt<delta_t>-a<alpha>`` (subspace-schedule ablation)
-or ``ft<epochs>`` (post-hoc fine-tuning epochs). A run shared by several studies (e.g. the default SSVI
-run is also the default criterion of the ablation) appears once; two different runs that would share
-a path (numbers are written with 6 significant digits) are refused.
+or ``ft<epochs>`` (post-hoc fine-tuning epochs), followed by ``+<key><value>`` for each option a method's
+entry in ``methods`` sets (its ``extra``: ``default+kl_factor0.5``). A run shared by several studies (e.g.
+the default SSVI run is also the default criterion of the ablation) appears once; two different runs that
+would share a path (numbers are written with 6 significant digits) are refused.
+
+A method's entry in ``methods`` is a list of densities, a mapping ``{densities: [...], extra: {key: value or
+[values]}}`` (one run per combination of the listed values), or a list mixing both.
 
     python workflow/scripts/grid.py config/paper.yaml      # list the runs of a config
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT = "default"
+OPTION_SEPARATOR = "+"  # variant + option: default+kl_factor0.5
+OPTION_WORD = re.compile(r"[A-Za-z0-9_.-]+")  # what a string option value may be (it becomes part of a path)
 RUN_PATH = re.compile(r"(?P<dataset>[^/]+)/(?P<arch>[^/]+)/(?P<method>[^/]+)/(?P<variant>[^/]+)/"
                       r"d(?P<density>[^/]+)/seed(?P<seed>\d+)/?$")
 
@@ -74,14 +81,67 @@ def source_run(config: dict, run: RunSpec) -> RunSpec | None:
     return None
 
 
+def option_text(value) -> str:
+    """An option value as a run path writes it (6 significant digits for numbers, true / false, a plain word)."""
+    from ssvi.config import ConfigError
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (int, float)):
+        return f"{value:g}"
+    if isinstance(value, str) and OPTION_WORD.fullmatch(value):
+        return value
+    raise ConfigError(f"option value {value!r} of a methods entry's extra cannot name a run path; use a number, "
+                      "true / false or a plain word (letters, digits, _ . -)")
+
+
+def with_options(variant: str, options: dict) -> str:
+    """``variant`` followed by ``+<key><value>`` per option, keys sorted (``default+kl_factor0.5``)."""
+    return variant + "".join(f"{OPTION_SEPARATOR}{key}{option_text(options[key])}" for key in sorted(options))
+
+
+def base_variant(variant: str) -> str:
+    """The variant without its options (``default+kl_factor0.5`` -> ``default``)."""
+    return variant.split(OPTION_SEPARATOR, 1)[0]
+
+
+def path_options(variant: str, extra: dict) -> dict:
+    """The options of a run's ``extra`` (its recorded config) that its variant names, in the variant's order."""
+    parts = variant.split(OPTION_SEPARATOR)[1:]
+    named = {f"{key}{option_text(value)}": key for key, value in extra.items()
+             if isinstance(value, (bool, int, float)) or (isinstance(value, str) and OPTION_WORD.fullmatch(value))}
+    return {named[part]: extra[named[part]] for part in parts if part in named}
+
+
+def method_entries(config: dict) -> list[tuple[str, list[float], dict]]:
+    """(method, densities, options) for every run family of ``config['methods']``: a list of densities (no
+    options), a mapping {densities, extra} (one family per combination of its extra values; a value that is no
+    list is one value), or a list mixing densities and such mappings."""
+    entries = []
+    for method, value in config["methods"].items():
+        items = value if isinstance(value, list) else [value]
+        plain = [item for item in items if not isinstance(item, dict)]
+        if plain:
+            entries.append((method, plain, {}))
+        for item in (item for item in items if isinstance(item, dict)):
+            extra = item.get("extra") or {}
+            values = [v if isinstance(v, list) else [v] for v in extra.values()]
+            entries += [(method, list(item["densities"]), dict(zip(extra, combination)))
+                        for combination in itertools.product(*values)]
+    return entries
+
+
 def _runs_of(config: dict, dataset: str, arch: str, method: str, density: float, seed: int,
-             variant: str = DEFAULT, overrides: dict | None = None) -> list[RunSpec]:
+             variant: str = DEFAULT, overrides: dict | None = None, options: dict | None = None) -> list[RunSpec]:
+    """The runs of one grid cell; ``options``: the methods entry's extra options (added to ``run: extra``)."""
+    overrides = {**(overrides or {}), **FITS_WITHOUT_TRAINING.get(method, {})}
+    if options:
+        overrides["extra"] = dict(options)  # run_overrides lays them over run: extra and method_options
     if method in DENSE_METHODS:
         density = 1.0
-    overrides = {**(overrides or {}), **FITS_WITHOUT_TRAINING.get(method, {})}
     if method != "posthoc":
-        return [RunSpec(dataset, arch, method, variant, density, seed, overrides)]
-    return [RunSpec(dataset, arch, method, f"ft{epochs}", density, seed, {**overrides, "epochs": epochs})
+        return [RunSpec(dataset, arch, method, with_options(variant, options or {}), density, seed, overrides)]
+    return [RunSpec(dataset, arch, method, with_options(f"ft{epochs}", options or {}), density, seed,
+                    {**overrides, "epochs": epochs})
             for epochs in config.get("posthoc_finetune_epochs", [0])]
 
 
@@ -98,9 +158,9 @@ def study_seeds(config: dict, study: dict) -> list[int]:
 def _main_runs(config: dict) -> list[RunSpec]:
     method_archs = config.get("method_archs") or {}
     return [run for dataset in config["datasets"] for arch in config["archs"]
-            for method, densities in config["methods"].items() if arch in method_archs.get(method, [arch])
+            for method, densities, options in method_entries(config) if arch in method_archs.get(method, [arch])
             for density in densities for seed in main_seeds(config, arch)
-            for run in _runs_of(config, dataset, arch, method, density, seed)]
+            for run in _runs_of(config, dataset, arch, method, density, seed, options=options)]
 
 
 def main_paths(config: dict) -> set[str]:
@@ -232,13 +292,15 @@ def _refuse_collision(path: str, first: dict, second: dict):
 
 
 def run_overrides(config: dict, run: RunSpec) -> dict:
-    """The full set of run-config values for ``python -m ssvi train`` (excluding the data directory); a method's
-    ``method_options`` (its ``extra`` keys) join every run of that method."""
+    """The full set of run-config values for ``python -m ssvi train`` (excluding the data directory). ``extra``:
+    ``run: extra``, then the method's ``method_options`` (its recipe in this config, every run of it), then the
+    options of its methods entry (one run per value, named in the run path), later ones winning."""
     values = {**config.get("run", {}), "method": run.method, "dataset": run.dataset, "arch": run.arch,
               "density": run.density, "seed": run.seed, **run.overrides}
-    options = (config.get("method_options") or {}).get(run.method)
-    if options:
-        values["extra"] = {**values.get("extra", {}), **options}
+    extra = {**config.get("run", {}).get("extra", {}), **(config.get("method_options") or {}).get(run.method, {}),
+             **run.overrides.get("extra", {})}
+    if extra:
+        values["extra"] = extra
     source = source_run(config, run)
     if source is not None:
         values["init_from"] = str(runs_root(config) / source.path)
