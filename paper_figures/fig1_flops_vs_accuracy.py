@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 NAME = "fig1_flops_vs_accuracy"
+POINTS_PER_PANEL = 16  # what a 6 x 4.6 inch panel labels without crowding
 
 
 def draw(tables: Path):
@@ -25,7 +26,9 @@ def draw(tables: Path):
         return None
     styles = common.method_styles(main["method"])
     panels = common.blocks(main)
-    fig, axes = common.panel_grid(len(panels), ncols=2, size=(6.0, 4.6))
+    # a crowded panel (the paper grid has ~30 points per panel) grows, so that every point's label finds a free place
+    scale = max(1.0, (main.groupby(["dataset", "arch"]).size().max() / POINTS_PER_PANEL) ** 0.5)
+    fig, axes = common.panel_grid(len(panels), ncols=2, size=(6.0 * scale, 4.6 * scale))
     for ax, (dataset, arch) in zip(axes, panels):
         block = main[(main["dataset"] == dataset) & (main["arch"] == arch)]
         for method, rows in block.groupby("method", sort=False):

@@ -134,15 +134,17 @@ def test_figures_by_density_show_every_method_at_every_density_and_no_reference_
             density = re.search(r"d = ([\d.]+)", title)
             for label in labels:  # each method in the panel of its density (dense cells: the 'd ≥ 1' panel)
                 cell = block[block["method"] == label]["density"].unique()
-                assert (density and float(density[1]) in cell) or ("d ≥ 1" in title and (cell >= 1).all()), (title, label)
+                assert (density and float(density[1]) in cell) or ("d ≥ 1" in title and (cell >= 1).any()), (title, label)
                 shown.add((label, float(density[1]) if density else float(cell.max())))
             assert len(labels) <= 5, title  # a crowded density gets a second panel
         expected = {(m, d) for m, d in zip(block["method"], block["density"]) if m != "dense_vi"}
         assert shown == expected, (dataset, arch)
     titles = [ax.get_title() for ax in panels(fig)]
-    # the ensembles (d = 2 for dense VI x2) run on ResNet-18 only: VGG-16 gets no dense panel
-    assert any(t.startswith("digits / resnet18, d ≥ 1") for t in titles)
-    assert not any(t.startswith("digits / vgg16, d ≥ 1") for t in titles)
+    # a dense panel exactly where a method besides the dense VI reference ran at d >= 1 (the cheap alternatives
+    # on both architectures, the ensembles such as dense VI x2 at d = 2 on ResNet-18 only)
+    for arch in ("resnet18", "vgg16"):
+        others = data[(data["arch"] == arch) & (data["density"] >= 1) & (data["method"] != "dense_vi")]
+        assert any(t.startswith(f"digits / {arch}, d ≥ 1") for t in titles) == (len(others) > 0), arch
     plt.close(fig)
 
 

@@ -299,7 +299,7 @@ def test_an_ensemble_entry_without_density_is_one_line(tmp_path):
     from ssvi.config import ConfigError
     config = {**ONE_RUN, "ensembles": [{"method": "ssvi", "groups": [[0, 1]]}]}
     message = ("ensembles entry ssvi has no density: give each member's density (e.g. density: 0.05); only the dense "
-               "methods' ensembles (deterministic, dense_vi, mc_dropout, sparse_vd) go without one")
+               "methods' ensembles (dense_vi, deterministic, mc_dropout, sparse_vd) go without one")
     with pytest.raises(ConfigError, match=re.escape(message)):
         grid.run_grid(config)
     path = write_config(tmp_path, config)

@@ -60,10 +60,10 @@ WITHIN, OUTSIDE, NOT_FILLED, NO_RUNS = "within tolerance", "outside tolerance", 
 ECE_NOTE = ("ECE = top-label L1 ECE, 15 equal-width bins (Guo et al. 2017); ECE (authors') = "
             "uncertainty-calibration get_calibration_error defaults (class-wise, debiased L2, 15 equal-mass bins)")
 FLOPS_NOTE = ("FLOPs are FLOPs (2 per multiply-add), not MACs; train FLOPs = whole training run (post-hoc "
-              "includes its dense VI source), test FLOPs = one forward pass per image")
+              "includes its dense VI source), test FLOPs = one forward pass per image; FLOPs are counts: no interval")
 STD_NOTE = ("mean ± std [95% interval] over seeds (std with ddof = 1; '—' when n = 1): the interval is the Student-t "
             "interval of the seed mean (n − 1 degrees of freedom) intersected with the metric's range, also in the "
-            "CSV as <metric>_ci_low/_ci_high (empty when n = 1); FLOPs are counts: no interval")
+            "CSV as <metric>_ci_low/_ci_high (empty when n = 1)")
 TIME_NOTE = ("train time = measured training wall-clock of the run (metrics.json provenance.wall_time_s; "
              "post-hoc adds its dense VI source's), on the device named")
 OOD_NOTE = ("OOD scores, higher score = more in-distribution: max_prob = maximum softmax probability of the "
