@@ -264,7 +264,9 @@ def test_a_full_disk_is_one_line_leaves_no_temporaries_and_the_run_resumes(
 def test_interruptions_say_where_the_run_stopped_and_the_rerun_resumes(tmp_path, signum, code):
     out = tmp_path / "run"
     command = [sys.executable, "-m", "ssvi", *train_args(out, epochs=40)]
-    process = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, text=True)
+    # SIGINT's default disposition in the child: a background job of a non-interactive shell (nohup, &, some
+    # CI runners) starts with SIGINT ignored, which the child would inherit and never see the signal
+    process = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     deadline = time.time() + 240
     while not (out / "checkpoint.pt").exists() and process.poll() is None and time.time() < deadline:
         time.sleep(0.05)
@@ -281,6 +283,23 @@ def test_interruptions_say_where_the_run_stopped_and_the_rerun_resumes(tmp_path,
     status = subprocess.run([sys.executable, "-m", "ssvi", "status", str(out)], cwd=REPO, capture_output=True,
                             text=True)
     assert "stopped" in status.stdout and f"interrupted by {name}" in status.stdout
+
+
+def default_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def ignore_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def test_the_sigint_case_passes_when_pytest_itself_starts_with_sigint_ignored(tmp_path):
+    # as `nohup python -m pytest &` starts it: the case above must not depend on how pytest was launched
+    case = f"{Path(__file__).resolve()}::test_interruptions_say_where_the_run_stopped_and_the_rerun_resumes"
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--basetemp",
+                             str(tmp_path / "inner"), f"{case}[2-130]"], cwd=REPO, capture_output=True, text=True,
+                            preexec_fn=ignore_sigint, timeout=600)
+    assert result.returncode == 0 and "1 passed" in result.stdout, result.stdout[-3000:] + result.stderr[-3000:]
 
 
 # --------------------------------------------------------------------------------------------
