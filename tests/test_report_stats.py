@@ -104,6 +104,20 @@ def test_cell_intervals_stay_inside_the_metric_range():
     assert out["acc_pct_ci_high"] == 100.0 and out["acc_pct_ci_low"] == pytest.approx(mean - half)
 
 
+def test_difference_intervals_stay_inside_what_the_metric_range_allows():
+    # SSVI's AUROC collapsing on one seed against a steady alternative: the plain paired interval at a row's
+    # Bonferroni level runs past ±1, which two AUROCs can never differ by
+    ssvi, alternative = series([0.95, 0.30, 0.90]), series([0.96, 0.95, 0.94])
+    plain = stats.difference(ssvi, alternative, level=0.99)
+    assert plain.test == stats.PAIRED and plain.ci_low < -1
+    clipped = stats.within_range(plain, "auroc")
+    assert (clipped.ci_low, clipped.ci_high) == (-1.0, min(plain.ci_high, 1.0))
+    assert clipped.effect == plain.effect and stats.decision(clipped, at_least=0.0) == stats.decision(plain, at_least=0.0)
+    assert stats.within_range(plain, "log_train_time") == plain  # unbounded metrics keep their interval
+    one_run = stats.difference(series([0.9]), alternative, level=0.95)
+    assert math.isinf(stats.within_range(one_run, "auroc").ci_low)  # no interval stays none
+
+
 def test_seed_stats_interval_of_the_mean():
     runs = pd.DataFrame({"cell": ["a", "a", "a", "b"], "acc_pct": [90.0, 91.0, 95.0, 80.0]})
     out = stats.seed_stats(runs, ["cell"], ["acc_pct"]).set_index("cell")

@@ -20,7 +20,7 @@ Every rule here is checked by simulation with a known truth in tests/test_verdic
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -160,6 +160,16 @@ def difference(a: Sample, b: Sample, *, level: float, sign: float = 1.0, scale: 
         half = t_quantile(0.5 + level / 2, dof) * math.sqrt(var_a + var_b)
         low, high = _oriented(mean_a - scale * mean_b - half, mean_a - scale * mean_b + half, sign)
     return Difference(effect, low, high, len(a), len(b), mean_a, mean_b, WELCH, level, spreads)
+
+
+def within_range(diff: Difference, metric: str) -> Difference:
+    """``diff``'s interval intersected with the differences the metric's range allows (±(high − low): two AUROCs
+    differ by at most 1); like the cells' intervals, this cannot lose coverage. For A − B on one scale only."""
+    low, high = metric_range(metric)
+    width = high - low
+    if not (math.isfinite(width) and math.isfinite(diff.ci_low) and math.isfinite(diff.ci_high)) or diff.test == EXACT:
+        return diff  # no interval (a side with n < 2) stays none
+    return replace(diff, ci_low=min(max(diff.ci_low, -width), width), ci_high=max(min(diff.ci_high, width), -width))
 
 
 def decision(diff: Difference, at_least: float | None = None, at_most: float | None = None) -> str:

@@ -28,7 +28,7 @@ import numpy as np
 
 from .columns import FAILS, HOLDS, INCONCLUSIVE, NOT_ENOUGH, NOT_TESTED
 from .stats import (ALPHA, EXACT, EXACT_METRICS, LEVEL, MAX_PLANNED_SEEDS, PAIRED, WELCH, Difference, Sample, decision,
-                    difference, planning_seeds)
+                    difference, planning_seeds, within_range)
 
 VERDICT_ORDER = {FAILS: 0, INCONCLUSIVE: 1, HOLDS: 2}
 DEFAULT_SMALLEST_EFFECTS = {  # per metric, in its units: the effect a planning number must be able to decide
@@ -107,6 +107,8 @@ def decide_comparison(spec: Spec, level: float, params: dict) -> tuple[dict, Dif
     why = spec.why_not_tested()
     diff = difference(spec.a.sample, spec.b.sample, level=LEVEL if why else level, sign=spec.sign, scale=spec.scale,
                       exact=spec.exact)
+    if spec.scale == 1.0:
+        diff = within_range(diff, spec.metric)
     verdict = NOT_TESTED if why else decision(diff, spec.at_least, spec.at_most)
     margin = (diff.ci_low - spec.at_least if spec.at_least is not None else spec.at_most - diff.ci_high)
     planned = None
