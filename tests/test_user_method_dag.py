@@ -39,6 +39,9 @@ FIGURES = ["fig1_flops_vs_accuracy", "metrics_vs_density", "criteria_comparison"
 LABELS = ["dense_vi_klw (kl_factor 0.5)", "dense_vi_klw (kl_factor 2)"]
 # the docs' workflow config, with the tiny recipe of the tests
 TINY_RUN = {"width": 0.125, "image_size": 8, "epochs": 2, "num_samples": 2, "eval_batch_size": 2000}
+# a comparison of the two values, declared in the config's claims block (docs/verdicts.md)
+QUESTION = {"name": "klw-half-vs-double", "a": {"method": LABELS[0], "density": 1.0},
+            "b": {"method": LABELS[1], "density": 1.0}, "metric": "nll", "at_most": 0.0}
 
 
 def docs_methods() -> dict:
@@ -55,7 +58,7 @@ def dag(tmp_path_factory):
     config = tmp / "config.yaml"
     config.write_text(yaml.safe_dump({"results_dir": str(tmp / "results"), "data_dir": "data", "datasets": ["digits"],
                                       "archs": ["resnet18"], "seeds": [0], "methods": docs_methods(),
-                                      "run": TINY_RUN}))
+                                      "run": TINY_RUN, "claims": {"questions": [QUESTION]}}))
     run = subprocess.run(["timeout", "-k", "30", "1500", SNAKEMAKE, "--cores", "2", "--configfile", str(config)],
                          cwd=REPO, env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -88,6 +91,12 @@ def test_the_docs_kl_weight_variant_runs_with_two_values_into_every_table_and_vi
         legend = [text.get_text() for legend in fig.legends for text in legend.get_texts()]
         assert all(label in legend for label in LABELS), (name, legend)
         plt.close(fig)
+    # the declared comparison of the two values is a verdict row; one seed each: listed, not tested
+    claims = pd.read_csv(tables / "claims.csv").set_index("claim")
+    assert claims.loc[QUESTION["name"], "source"] == "declared"
+    assert claims.loc[QUESTION["name"], "verdict"] == "not tested"
+    row = next(c for c in json.loads((tables / "claims.json").read_text())["claims"] if c["claim"] == QUESTION["name"])
+    assert [n["what"] for n in row["numbers"]] == [f"digits/resnet18: nll {LABELS[0]} at d = 1 − {LABELS[1]} at d = 1"]
 
 
 class Tables(HTMLParser):
